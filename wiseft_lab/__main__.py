@@ -1,0 +1,3 @@
+from wiseft_lab.cli import main
+
+main()

@@ -1,0 +1,41 @@
+"""Console entry point ``wiseft-lab`` (and ``python -m wiseft_lab``): Hydra composes ``conf/``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+log = logging.getLogger("wiseft_lab")
+
+
+def config_dir() -> str:
+    """``conf/`` of a source checkout (editable installs), else the copy packaged into the wheel."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "conf", package / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"wiseft-lab configs not found next to {package} (expected conf/train.yaml)")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from wiseft_lab.runner import run
+
+    outputs = run(cfg)
+    lines = [f"Run directory: {outputs['run_dir']}"]
+    for key, label in (("summary", "Table"), ("plot", "Plot"), ("results", "Results")):
+        if key in outputs:
+            lines.append(f"{label}: {outputs[key]}")
+    if outputs.get("wandb"):
+        lines.append(f"W&B run files: {outputs['wandb']}")
+    if "summary" in outputs:
+        print("\n" + Path(outputs["summary"]).read_text())
+    print("\n".join(lines))
+    return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Deterministic subsets of a training set: a held-out split and k-shot samples.
+
+Selection uses a keyed hash of (seed, example index) rather than an RNG stream, so the same seed picks
+the same examples on every machine and with every numpy/torch version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from wiseft_lab.data.base import TaskData
+
+
+def labels_of(dataset: Dataset) -> np.ndarray:
+    """Labels without decoding images where the dataset exposes them (``targets``/``labels``)."""
+    for attr in ("targets", "labels", "_labels"):
+        values = getattr(dataset, attr, None)
+        if values is not None and len(values) == len(dataset):
+            return np.asarray(values, dtype=np.int64)
+    return np.asarray([dataset[i][1] for i in range(len(dataset))], dtype=np.int64)
+
+
+def _hash_order(indices: np.ndarray, seed: int, salt: str) -> np.ndarray:
+    """``indices`` in a pseudo-random order that depends only on (seed, salt, index)."""
+    keys = [hashlib.sha256(f"{salt}:{seed}:{int(i)}".encode()).digest()[:8] for i in indices]
+    return indices[np.argsort(np.array([int.from_bytes(k, "big") for k in keys], dtype=np.uint64), kind="stable")]
+
+
+def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices; per class, ``round(fraction * n_class)`` examples (at least one) are held out."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"data.holdout_fraction must be in [0, 1), got {fraction}")
+    if fraction == 0.0:
+        return np.arange(len(labels)), np.arange(0)
+    held = []
+    for label in np.unique(labels):
+        members = _hash_order(np.flatnonzero(labels == label), seed, "holdout")
+        held.append(members[: max(1, round(fraction * len(members)))])
+    held_out = np.sort(np.concatenate(held))
+    return np.setdiff1d(np.arange(len(labels)), held_out), held_out
+
+
+def few_shot(labels: np.ndarray, shots: int, seed: int, pool: Sequence[int] | None = None) -> np.ndarray:
+    """``shots`` examples per class without replacement (all of a class that has fewer), sorted."""
+    if shots <= 0:
+        raise ValueError(f"data.shots must be positive, got {shots}")
+    pool = np.arange(len(labels)) if pool is None else np.asarray(pool)
+    chosen = []
+    for label in np.unique(labels[pool]):
+        chosen.append(_hash_order(pool[labels[pool] == label], seed, "shots")[:shots])
+    return np.sort(np.concatenate(chosen))
+
+
+class LabeledSubset(Dataset):
+    """``torch.utils.data.Subset`` that keeps ``targets`` so further splits need no decoding."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]):
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.targets = labels_of(dataset)[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.dataset[int(self.indices[index])]
+
+
+def carve(data: TaskData, *, holdout_fraction: float = 0.0, shots: int | None = None,
+          seed: int = 0) -> tuple[TaskData, TaskData | None]:
+    """Training and held-out :class:`TaskData`: the held-out split first, then k shots from the rest."""
+    labels = labels_of(data.dataset)
+    train_idx, held_idx = holdout_split(labels, holdout_fraction, seed)
+    if shots:
+        train_idx = few_shot(labels, shots, seed, pool=train_idx)
+
+    def subset(indices: np.ndarray, tag: str) -> TaskData:
+        return TaskData(LabeledSubset(data.dataset, indices), data.classnames, data.templates, data.projection,
+                        None, f"{data.description} [{tag}: {len(indices)}]", data.extras)
+
+    train = data if (holdout_fraction == 0.0 and not shots) else subset(train_idx, "train")
+    return train, (subset(held_idx, "held-out") if len(held_idx) else None)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics and suites of reference + shifted test sets."""

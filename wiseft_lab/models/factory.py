@@ -1,0 +1,96 @@
+"""Create open_clip models by name: registered custom architectures, pretrained tags or local checkpoints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+
+log = logging.getLogger(__name__)
+
+ARCH_DIR = Path(__file__).parent / "arch"
+ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
+DEMO_CHECKPOINT = ASSETS_DIR / "demo_clip.safetensors"
+
+
+@dataclass
+class ClipBundle:
+    """An open_clip model together with what is needed to feed it."""
+
+    model: torch.nn.Module
+    preprocess_train: Callable
+    preprocess_val: Callable
+    tokenizer: Callable
+    arch: str
+    pretrained: str | None
+
+
+@cache
+def register_architectures() -> None:
+    """Make the architecture JSONs shipped with the package known to open_clip (idempotent)."""
+    open_clip.add_model_config(ARCH_DIR)
+
+
+def resolve_pretrained(pretrained: str | None) -> str | None:
+    """Map the config value to what open_clip expects: None, a tag, or an existing local path.
+
+    `demo` names the embedded demo checkpoint; `none`/`random`/empty mean random weights.
+    """
+    if pretrained is None or str(pretrained).lower() in {"", "none", "null", "random"}:
+        return None
+    if pretrained == "demo":
+        return str(DEMO_CHECKPOINT)
+    path = Path(str(pretrained)).expanduser()
+    if path.exists():
+        return str(path)
+    looks_like_path = any(sep in str(pretrained) for sep in ("/", "\\")) or path.suffix in {
+        ".pt", ".pth", ".bin", ".safetensors"}
+    if looks_like_path:
+        raise FileNotFoundError(f"model.pretrained={pretrained!r} looks like a file path but does not exist.")
+    return str(pretrained)
+
+
+def create_clip(
+    arch: str,
+    pretrained: str | None = None,
+    *,
+    precision: str = "fp32",
+    device: str | torch.device = "cpu",
+    cache_dir: str | None = None,
+    aug_cfg: dict[str, Any] | None = None,
+) -> ClipBundle:
+    """Build an open_clip model and its train/val transforms and tokenizer.
+
+    Unknown architectures and unreachable weights fail here, before any data is touched, with a
+    message that says how to fix the call.
+    """
+    register_architectures()
+    if arch not in open_clip.list_models():
+        raise ValueError(
+            f"Unknown open_clip architecture {arch!r}. Known: {', '.join(open_clip.list_models())}. "
+            f"Custom architecture JSONs can be added to {ARCH_DIR}."
+        )
+    weights = resolve_pretrained(pretrained)
+    try:
+        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+            arch, pretrained=weights, precision=precision, device=device, cache_dir=cache_dir,
+            aug_cfg=aug_cfg or {},
+        )
+    except RuntimeError as err:
+        if weights is not None and not Path(weights).exists():
+            raise RuntimeError(
+                f"Could not fetch pretrained weights {weights!r} for {arch!r} (no network, or the tag is "
+                f"unknown: {err}). Download them where you have a connection and pass the local file, e.g. "
+                f"model.pretrained=/path/to/open_clip_model.safetensors; tags known for this architecture: "
+                f"{open_clip.list_pretrained_tags_by_model(arch)}"
+            ) from err
+        raise
+    tokenizer = open_clip.get_tokenizer(arch)
+    log.info("Created %s (weights: %s)", arch, weights or "random init")
+    return ClipBundle(model, preprocess_train, preprocess_val, tokenizer, arch, weights)

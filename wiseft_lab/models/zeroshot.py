@@ -1,0 +1,94 @@
+"""The zero-shot classification head, with the exact semantics of the official WiSE-FT code.
+
+For each class: encode every prompt template, L2-normalise each text embedding, average them,
+L2-normalise the mean, and scale by ``logit_scale.exp()``. The head is a linear layer
+``[num_classes, dim]`` with a zero (trainable) bias that is applied to L2-normalised image features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+from torch import nn
+
+Template = str | Callable[[str], str]
+
+TEMPLATE_SETS: dict[str, tuple[Template, ...]] = {
+    "openai_imagenet": tuple(OPENAI_IMAGENET_TEMPLATES),
+    "openai_imagenet_7": tuple(SIMPLE_IMAGENET_TEMPLATES),
+    "simple": ("a photo of a {}.",),
+}
+
+
+def register_templates(name: str, templates: Sequence[Template]) -> None:
+    """Add a named template set (data modules register their dataset-specific prompts here)."""
+    TEMPLATE_SETS[name] = tuple(templates)
+
+
+def resolve_templates(templates: str | Sequence[Template]) -> tuple[Template, ...]:
+    """A template-set name, or an explicit list of ``"...{}..."`` strings / callables."""
+    if isinstance(templates, str):
+        if templates not in TEMPLATE_SETS:
+            raise KeyError(f"Unknown template set {templates!r}; known: {sorted(TEMPLATE_SETS)}")
+        return TEMPLATE_SETS[templates]
+    resolved = tuple(templates)
+    if not resolved:
+        raise ValueError("At least one prompt template is needed to build a zero-shot head.")
+    return resolved
+
+
+def fill_template(template: Template, classname: str) -> str:
+    return template(classname) if callable(template) else template.format(classname)
+
+
+class ClassificationHead(nn.Linear):
+    """A linear layer on L2-normalised features (WiSE-FT's ``ClassificationHead(normalize=True)``)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, normalize: bool = True):
+        num_classes, dim = weight.shape
+        super().__init__(dim, num_classes)
+        self.normalize = normalize
+        with torch.no_grad():
+            self.weight.copy_(weight)
+            self.bias.copy_(bias if bias is not None else torch.zeros(num_classes))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.normalize:
+            features = features / features.norm(dim=-1, keepdim=True)
+        return super().forward(features)
+
+
+@torch.no_grad()
+def zeroshot_weights(
+    model: nn.Module,
+    tokenizer: Callable,
+    classnames: Sequence[str],
+    templates: str | Sequence[Template],
+) -> torch.Tensor:
+    """The ``[num_classes, dim]`` class-embedding matrix scaled by ``logit_scale.exp()``."""
+    templates = resolve_templates(templates)
+    device = next(model.parameters()).device
+    rows = []
+    for classname in classnames:
+        tokens = tokenizer([fill_template(t, classname) for t in templates]).to(device)
+        embeddings = model.encode_text(tokens).float()
+        embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
+        mean = embeddings.mean(dim=0)
+        rows.append(mean / mean.norm())
+    return torch.stack(rows) * model.logit_scale.exp().float()
+
+
+def build_zeroshot_head(
+    model: nn.Module,
+    tokenizer: Callable,
+    classnames: Sequence[str],
+    templates: str | Sequence[Template] = "openai_imagenet",
+) -> ClassificationHead:
+    """A :class:`ClassificationHead` initialised from text prompts, as WiSE-FT's zero-shot model."""
+    was_training = model.training
+    model.eval()
+    weight = zeroshot_weights(model, tokenizer, classnames, templates)
+    model.train(was_training)
+    return ClassificationHead(weight.cpu()).to(weight.device)

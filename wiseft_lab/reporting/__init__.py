@@ -1,0 +1,1 @@
+"""Reporting: result tables, plots, experiment loggers, run metadata."""

@@ -1,0 +1,99 @@
+"""Experiment loggers: W&B (offline by default) or nothing. Local files are written by the runner.
+
+Every W&B run is finished in ``close()`` (the runner calls it in a ``finally``): jobs of a Hydra multirun
+share one process, and an unfinished run would silently swallow the next job's metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class NullLogger:
+    """``logger=none``: metrics only go to the run directory."""
+
+    url: str | None = None
+    directory: str | None = None
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None: ...
+
+    def log_results(self, rows: Sequence[Mapping[str, Any]], reference: str) -> None: ...
+
+    def log_image(self, key: str, path: str | Path) -> None: ...
+
+    def summary(self, metrics: Mapping[str, Any]) -> None: ...
+
+    def close(self, exit_code: int = 0) -> None: ...
+
+
+def resolve_wandb_mode(configured: str) -> str:
+    """``WANDB_MODE`` in the environment wins over the config (the W&B convention users expect)."""
+    mode = os.environ.get("WANDB_MODE") or configured
+    if mode not in {"online", "offline", "disabled", "dryrun", "run"}:
+        raise ValueError(f"logger.mode must be online, offline or disabled, not {mode!r}")
+    return mode
+
+
+class WandbLogger:
+    """One W&B run per job, written inside the run directory; sweeps share a ``group``."""
+
+    def __init__(self, *, project: str, run_dir: str | Path, config: Mapping[str, Any], mode: str = "offline",
+                 entity: str | None = None, group: str | None = None, name: str | None = None,
+                 job_type: str | None = None, tags: Sequence[str] = ()):
+        import wandb
+
+        self._wandb = wandb
+        mode = resolve_wandb_mode(mode)
+        self.run = wandb.init(project=project, entity=entity, group=group, name=name, job_type=job_type,
+                              tags=list(tags), dir=str(run_dir), config=dict(config), mode=mode,
+                              reinit="finish_previous")
+        self.directory = getattr(self.run, "dir", None)
+        self.url = getattr(self.run, "url", None)
+        self.run.define_metric("wiseft/alpha")
+        self.run.define_metric("wiseft/*", step_metric="wiseft/alpha")
+        log.info("W&B run %s (%s mode) in %s", self.run.id, mode, self.directory)
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        self.run.log(dict(metrics), step=step)
+
+    def log_results(self, rows: Sequence[Mapping[str, Any]], reference: str) -> None:
+        """The results as a table, each WiSE-FT alpha as a point of ``wiseft/*``, and the curve as a plot."""
+        columns: list[str] = []
+        for row in rows:
+            columns.extend(k for k in row if k not in columns)
+        table = self._wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
+        payload: dict[str, Any] = {"results": table}
+        sweep = sorted((r for r in rows if r["model"] == "wiseft"), key=lambda r: r["alpha"])
+        for row in sweep:
+            self.run.log({"wiseft/alpha": row["alpha"],
+                          **{f"wiseft/{k}": v for k, v in row.items() if k.endswith("/top1")}})
+        if sweep:
+            payload["wiseft_curve"] = self._wandb.plot.line(
+                table, x=f"{reference}/top1", y="avg_shifts/top1", stroke="model",
+                title="WiSE-FT: reference vs. average shift accuracy")
+        self.run.log(payload)
+
+    def log_image(self, key: str, path: str | Path) -> None:
+        self.run.log({key: self._wandb.Image(str(path))})
+
+    def summary(self, metrics: Mapping[str, Any]) -> None:
+        self.run.summary.update(dict(metrics))
+
+    def close(self, exit_code: int = 0) -> None:
+        self.run.finish(exit_code=exit_code)
+
+
+def create_logger(cfg: Mapping[str, Any] | None, run_dir: Path, config: Mapping[str, Any], **run_fields: Any):
+    """Build the logger named by ``cfg.kind`` (``wandb`` or ``none``)."""
+    if not cfg or cfg.get("kind", "none") == "none":
+        return NullLogger()
+    if cfg["kind"] != "wandb":
+        raise ValueError(f"Unknown logger kind {cfg['kind']!r} (wandb, none)")
+    options = {k: cfg.get(k) for k in ("project", "entity", "mode", "tags", "job_type") if cfg.get(k) is not None}
+    return WandbLogger(run_dir=run_dir, config=config, **options, **run_fields)

@@ -1,0 +1,52 @@
+"""Figures: the WiSE-FT curve (reference accuracy vs. average shift accuracy)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from wiseft_lab.evaluation.suite import AVG_SHIFTS  # noqa: E402
+from wiseft_lab.io import atomic_write_bytes  # noqa: E402
+from wiseft_lab.reporting.tables import Row  # noqa: E402
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def wiseft_curve(rows: Sequence[Row], reference: str, path: str | Path, title: str = "WiSE-FT") -> Path:
+    """One point per alpha, the endpoints marked, and the straight line between them for comparison."""
+    sweep = sorted((r for r in rows if r["model"] == "wiseft"), key=lambda r: r["alpha"])
+    x_key, y_key = f"{reference}/top1", f"{AVG_SHIFTS}/top1"
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    if sweep:
+        xs = [100 * r[x_key] for r in sweep]
+        ys = [100 * r[y_key] for r in sweep]
+        ax.plot(xs, ys, "-o", color="tab:purple", ms=4, label="WiSE-FT (weight interpolation)", zorder=2)
+        for r, x, y in zip(sweep, xs, ys, strict=True):
+            ax.annotate(f"{r['alpha']:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ends = {m: next((r for r in rows if r["model"] == m), None) for m in ("zeroshot", "finetuned")}
+    if all(ends.values()):
+        ax.plot([100 * ends[m][x_key] for m in ends], [100 * ends[m][y_key] for m in ends], "--",
+                color="gray", lw=1, label="linear interpolation of endpoints", zorder=1)
+    for model, marker, color, label in (("zeroshot", "*", "tab:blue", "zero-shot"),
+                                        ("finetuned", "D", "tab:orange", "fine-tuned")):
+        if ends[model] is not None:
+            ax.scatter([100 * ends[model][x_key]], [100 * ends[model][y_key]], marker=marker, s=140,
+                       color=color, label=label, zorder=3, edgecolor="black", linewidth=0.5)
+    ax.set_xlabel(f"{reference} (reference) top-1, %")
+    ax.set_ylabel("average top-1 over distribution shifts, %")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return save_figure(fig, path)

@@ -1,0 +1,368 @@
+"""The pipeline: finetune -> merge -> evaluate, each stage runnable alone from saved checkpoints.
+
+Thin on purpose: it turns the composed config into calls of models/, data/, training/, merging,
+evaluation/ and reporting/, and keeps every artifact in the run directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from wiseft_lab.data.base import TaskData
+from wiseft_lab.data.splits import carve
+from wiseft_lab.evaluation.suite import AVG_SHIFTS, EvalSuite, evaluate
+from wiseft_lab.io import atomic_write_text, write_csv, write_jsonl
+from wiseft_lab.merging import MergeContext, ModelEntry, cached_loader, get_merge
+from wiseft_lab.models.checkpoint import classifier_from_state, load_state_dict, read_meta, save_checkpoint
+from wiseft_lab.models.classifier import ImageClassifier
+from wiseft_lab.models.factory import ClipBundle, create_clip
+from wiseft_lab.models.zeroshot import build_zeroshot_head, fill_template, resolve_templates
+from wiseft_lab.reporting.loggers import create_logger
+from wiseft_lab.reporting.plots import wiseft_curve
+from wiseft_lab.reporting.run_info import write_run_info
+from wiseft_lab.reporting.tables import result_row, summary_markdown
+from wiseft_lab.training.loop import LoopConfig, resolve_precision
+from wiseft_lab.training.methods import (
+    TRAINABLE,
+    FinetuneJob,
+    get_method,
+    select_trainable,
+    write_trainable_report,
+)
+
+log = logging.getLogger(__name__)
+
+STAGES = ("finetune", "merge", "evaluate")
+HOLDOUT = "holdout"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def run_dir_from_hydra(cfg: DictConfig) -> Path:
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_dir)
+
+
+def sweep_group() -> str | None:
+    """Jobs of one multirun share a W&B group: the sweep directory's name."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir).name
+    return None
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.sha1("\n".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+def weights_identity(path: str | None) -> str:
+    """Tag, or path + size + mtime for local files (a changed file invalidates cached features)."""
+    if path and Path(path).exists():
+        stat = Path(path).stat()
+        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    return str(path)
+
+
+class Pipeline:
+    def __init__(self, cfg: DictConfig, run_dir: Path, logger):
+        unknown = set(cfg.stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"Unknown stages {sorted(unknown)}; choose from {list(STAGES)}")
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.logger = logger
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.ckpt_dir = run_dir / "checkpoints"
+        self._bundle: ClipBundle | None = None
+        self._skeleton: ImageClassifier | None = None
+        self._holdout_suite: EvalSuite | None = None
+        self.rows: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ building blocks
+    def bundle(self, arch: str | None = None) -> ClipBundle:
+        """The open_clip model: ``model.pretrained`` weights, or random weights of ``arch`` (a skeleton)."""
+        if self._bundle is None:
+            m = self.cfg.model
+            self._bundle = create_clip(arch or m.arch, None if arch else m.pretrained, device=self.device,
+                                       cache_dir=m.get("cache_dir"))
+        return self._bundle
+
+    def _splits(self, transform) -> tuple[TaskData, TaskData | None]:
+        data = instantiate(self.cfg.data.dataset)(transform=transform)
+        return carve(data, holdout_fraction=float(self.cfg.data.get("holdout_fraction") or 0.0),
+                     shots=self.cfg.data.get("shots"), seed=int(self.cfg.seed))
+
+    def train_data(self, transform=None) -> TaskData:
+        """The fine-tuning set: the data config minus the held-out split, optionally k-shot."""
+        return self._splits(transform)[0]
+
+    def zeroshot_classifier(self) -> tuple[ImageClassifier, dict]:
+        """The zero-shot model: ``model.pretrained`` weights with a head from the training set's prompts."""
+        bundle = self.bundle()
+        data = self.train_data()
+        templates = resolve_templates(self.cfg.data.templates or data.templates)
+        head = build_zeroshot_head(bundle.model, bundle.tokenizer, data.classnames, templates)
+        keep_text = bool(self.cfg.finetune.get("keep_text", False))
+        classifier = ImageClassifier(bundle.model, head, keep_text=keep_text).to(self.device)
+        meta = {
+            "arch": bundle.arch,
+            "pretrained": bundle.pretrained,
+            "classnames": list(data.classnames),
+            "templates": [fill_template(t, "{}") for t in templates],
+            "preprocess": dict(getattr(bundle.model.visual, "preprocess_cfg", {}) or {}),
+            "keep_text": keep_text,
+            "method": "zeroshot",
+            "dataset": self.cfg.data.name,
+            "seed": int(self.cfg.seed),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }
+        return classifier, meta
+
+    def skeleton(self, checkpoint: Path) -> ImageClassifier:
+        """One classifier of the checkpoint's architecture; every evaluated model's weights load into it."""
+        if self._skeleton is None:
+            meta = read_meta(checkpoint)
+            bundle = self._bundle or self.bundle(meta["arch"])
+            self._skeleton = classifier_from_state(bundle.model, load_state_dict(checkpoint), meta).to(self.device)
+        return self._skeleton
+
+    def holdout_suite(self) -> EvalSuite | None:
+        if self._holdout_suite is None:
+            held = self._splits(None)[1]
+            if held is None:
+                return None
+            transform = self.bundle().preprocess_val
+            key = digest("holdout", OmegaConf.to_yaml(self.cfg.data), self.cfg.seed, repr(transform))
+            self._holdout_suite = EvalSuite.build(
+                HOLDOUT, {HOLDOUT: lambda transform: self._splits(transform)[1]}, transform,
+                cache_keys={HOLDOUT: key}, max_cache_bytes=float(self.cfg.eval.cache_max_gb) * 1e9,
+                batch_size=self.cfg.eval.batch_size, num_workers=self.cfg.eval.num_workers)
+        return self._holdout_suite
+
+    def score_holdout(self, model: ImageClassifier) -> float:
+        metrics = evaluate(model, self.holdout_suite(), batch_size=self.cfg.eval.batch_size,
+                           precision=self.precision, progress=False)
+        return metrics[f"{HOLDOUT}/top1"]
+
+    def build_suite(self) -> EvalSuite:
+        ev = self.cfg.eval
+        transform = self.bundle().preprocess_val
+        builders = {name: instantiate(ds_cfg) for name, ds_cfg in ev.datasets.items()}
+        keys = ({name: digest(OmegaConf.to_yaml(c), repr(transform)) for name, c in ev.datasets.items()}
+                if ev.cache else None)
+        return EvalSuite.build(ev.reference, builders, transform, cache_keys=keys,
+                               max_cache_bytes=float(ev.cache_max_gb) * 1e9, batch_size=ev.batch_size,
+                               num_workers=ev.num_workers)
+
+    # ------------------------------------------------------------------ stages
+    def describe(self) -> ImageClassifier:
+        """Build the zero-shot model, mark the method's trainable entries, write trainable_parameters.txt."""
+        classifier, self.meta = self.zeroshot_classifier()
+        self.meta["trainable"] = select_trainable(classifier, TRAINABLE[self.cfg.finetune.method])
+        write_trainable_report(classifier, self.run_dir / "trainable_parameters.txt")
+        return classifier
+
+    def finetune(self) -> None:
+        cfg, ft = self.cfg, self.cfg.finetune
+        classifier = self.describe()
+        save_checkpoint(self.ckpt_dir / "zeroshot", classifier, {**self.meta, "trainable": []})
+        resume = self._resume_dir()
+        job = FinetuneJob(
+            model=classifier,
+            bundle=self.bundle(),
+            train_data=self.train_data,
+            loop=LoopConfig(epochs=ft.epochs, grad_accum_steps=ft.grad_accum_steps,
+                            clip_grad_norm=ft.clip_grad_norm, precision=self.precision, seed=int(cfg.seed),
+                            keep_checkpoints=ft.keep_checkpoints),
+            optimizer_factory=instantiate(cfg.optimizer),
+            scheduler_factory=instantiate(cfg.scheduler),
+            checkpoint_dir=resume or self.ckpt_dir,
+            meta={**self.meta, "method": ft.method},
+            batch_size=ft.batch_size,
+            num_workers=cfg.data.num_workers,
+            label_smoothing=ft.label_smoothing,
+            resume=resume is not None,
+            feature_cache=self._feature_cache_path(),
+            log_metrics=self.logger.log,
+        )
+        model = get_method(ft.method)(job)
+        metrics = {}
+        if self.holdout_suite() is not None:
+            metrics[f"{HOLDOUT}/top1"] = self.score_holdout(model)
+            log.info("Held-out top-1 of the fine-tuned model: %.2f%%", 100 * metrics[f"{HOLDOUT}/top1"])
+            self.logger.summary(metrics)
+        save_checkpoint(self.ckpt_dir / "finetuned", model,
+                        {**job.meta, "epoch": ft.epochs, "metrics": metrics})
+        log.info("Fine-tuned checkpoint: %s", self.ckpt_dir / "finetuned")
+
+    def _resume_dir(self) -> Path | None:
+        """``resume=true``: this run's checkpoints; ``resume=<run dir>``: continue that run's checkpoints."""
+        resume = self.cfg.resume
+        if resume in (None, False, "false"):
+            return None
+        return self.ckpt_dir if resume in (True, "true") else Path(str(resume)) / "checkpoints"
+
+    def _feature_cache_path(self) -> Path | None:
+        if self.cfg.finetune.method != "lc":
+            return None
+        bundle = self.bundle()
+        key = digest(bundle.arch, weights_identity(bundle.pretrained), OmegaConf.to_yaml(self.cfg.data),
+                     self.cfg.seed, repr(bundle.preprocess_val))
+        return Path(self.cfg.paths.cache_dir) / "features" / f"{key}.safetensors"
+
+    def endpoint(self, name: str) -> Path | None:
+        configured = self.cfg.checkpoints.get(name)
+        if configured:
+            return Path(str(configured))
+        produced = self.ckpt_dir / name
+        return produced if (produced / "model.safetensors").is_file() else None
+
+    def merge(self) -> list[ModelEntry]:
+        """Endpoints (given or produced) plus what ``merge.kind`` makes of them."""
+        zeroshot, finetuned = self.endpoint("zeroshot"), self.endpoint("finetuned")
+        cache: dict[Path, dict] = {}
+        entries = [ModelEntry(name, alpha, cached_loader(path, cache))
+                   for name, alpha, path in (("zeroshot", 0.0, zeroshot), ("finetuned", 1.0, finetuned)) if path]
+        if "merge" in self.cfg.stages:
+            template = zeroshot or finetuned
+            ctx = MergeContext(self.cfg.merge, zeroshot, finetuned, self.run_dir, self.device,
+                               score_holdout=self._state_scorer(template) if template else None,
+                               log_metrics=self.logger.log)
+            merged = get_merge(self.cfg.merge.kind)(ctx)
+            self._save_merged(merged, template)
+            entries += merged
+        if not entries:
+            raise FileNotFoundError(
+                "Nothing to evaluate or merge: run the finetune stage, or pass checkpoints.zeroshot=<dir> and/or "
+                "checkpoints.finetuned=<dir> (directories with model.safetensors + meta.json).")
+        return entries
+
+    def _state_scorer(self, template: Path):
+        def score(state: dict) -> float:
+            model = self.skeleton(template)
+            model.load_state_dict(state)
+            return self.score_holdout(model)
+        return score
+
+    def _save_merged(self, entries: list[ModelEntry], template: Path | None) -> None:
+        for entry in entries:
+            if entry.save_as:
+                model = self.skeleton(template)
+                model.load_state_dict(entry.weights())
+                save_checkpoint(self.ckpt_dir / entry.save_as, model,
+                                {**read_meta(template), "method": entry.save_as, "merge": entry.extra})
+
+    def evaluate(self, entries: list[ModelEntry]) -> None:
+        model = self.skeleton(self.endpoint("zeroshot") or self.endpoint("finetuned"))
+        suite = self.build_suite()
+        endpoints: dict[float, dict] = {}
+        for entry in entries:
+            if entry.model == "wiseft" and entry.alpha in endpoints:
+                metrics = endpoints[entry.alpha]  # alpha 0 / 1 are the endpoints bit for bit
+            else:
+                model.load_state_dict(entry.weights())
+                tag = entry.model if entry.model != "wiseft" else f"wiseft_{entry.alpha:g}"
+                metrics = evaluate(model, suite, batch_size=self.cfg.eval.batch_size, precision=self.precision,
+                                   predictions_dir=self.run_dir / "predictions" / tag
+                                   if self.cfg.eval.save_predictions else None)
+                if entry.model in ("zeroshot", "finetuned"):
+                    endpoints[entry.alpha] = metrics
+            row = result_row(entry.model, entry.alpha, metrics, **entry.extra)
+            self.rows.append(row)
+            log.info("%s%s: %s", entry.model, f" alpha={entry.alpha:g}" if entry.model == "wiseft" else "",
+                     "  ".join(f"{k[:-5]} {100 * v:.1f}" for k, v in row.items() if k.endswith("/top1")))
+            self._write_results(suite)
+        self.suite = suite
+
+    def _write_results(self, suite: EvalSuite) -> None:
+        """Rewritten after every model, atomically: a crash keeps every finished evaluation."""
+        write_jsonl(self.run_dir / "results.jsonl", self.rows)
+        write_csv(self.run_dir / "results.csv", self.rows)
+        atomic_write_text(self.run_dir / "summary.md",
+                          summary_markdown(self.rows, suite.reference, suite.shifts, title=self.cfg.task_name))
+
+    def report(self) -> dict[str, Any]:
+        if not self.rows:
+            return {}
+        reference, shifts = self.suite.reference, self.suite.shifts
+        outputs: dict[str, Any] = {"summary": self.run_dir / "summary.md", "results": self.run_dir / "results.jsonl"}
+        if shifts and any(r["model"] == "wiseft" for r in self.rows):
+            outputs["plot"] = wiseft_curve(self.rows, reference, self.run_dir / "wiseft_curve.png",
+                                           title=f"WiSE-FT: {self.cfg.task_name}")
+            self.logger.log_image("wiseft_curve_png", outputs["plot"])
+        self.logger.log_results(self.rows, reference)
+        self.logger.summary(final_metrics(self.rows))
+        return outputs
+
+    def run(self) -> dict[str, Any]:
+        stages = list(self.cfg.stages)
+        if not stages:
+            self.describe()
+            log.info("stages=[]: dry run, wrote %s", self.run_dir / "trainable_parameters.txt")
+            return {"trainable": self.run_dir / "trainable_parameters.txt"}
+        if "finetune" in stages:
+            self.finetune()
+        if "merge" in stages or "evaluate" in stages:
+            entries = self.merge()
+            if "evaluate" in stages:
+                self.evaluate(entries)
+        return self.report()
+
+
+def final_metrics(rows: list[dict]) -> dict[str, Any]:
+    """W&B summary: every endpoint's metrics and the best alpha by average shift accuracy."""
+    out: dict[str, Any] = {}
+    for row in rows:
+        if row["model"] != "wiseft":
+            out.update({f"{row['model']}/{k}": v for k, v in row.items() if k.endswith("/top1")})
+    sweep = [r for r in rows if r["model"] == "wiseft" and f"{AVG_SHIFTS}/top1" in r]
+    if sweep:
+        best = max(sweep, key=lambda r: r[f"{AVG_SHIFTS}/top1"])
+        out["wiseft_best/alpha"] = best["alpha"]
+        out.update({f"wiseft_best/{k}": v for k, v in best.items() if k.endswith("/top1")})
+    return out
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one job: set up the run dir and logger, run the pipeline, always close the logger."""
+    run_dir = run_dir_from_hydra(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(int(cfg.seed))
+    write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
+                   {"run_dir": str(run_dir), "stages": list(cfg.stages)})
+    logger = create_logger(cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True),
+                           group=sweep_group(), name=f"{cfg.task_name}-{run_dir.name}")
+    try:
+        outputs = Pipeline(cfg, run_dir, logger).run()
+    except BaseException as err:
+        atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))
+        log.error("Run failed (%s); traceback in %s", err, run_dir / "error.log")
+        logger.close(exit_code=1)
+        raise
+    logger.close(exit_code=0)
+    outputs["run_dir"] = run_dir
+    outputs["wandb"] = logger.directory
+    return outputs

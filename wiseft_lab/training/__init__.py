@@ -1,0 +1,1 @@
+"""Training: fine-tuning methods (a registry), the shared optimisation loop, lr schedules."""

@@ -1,0 +1,1 @@
+"""Weight space: interpolation (WiSE-FT) and, later, soups."""
