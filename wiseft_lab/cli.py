@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> float | None:
         if key in outputs:
             lines.append(f"{label}: {outputs[key]}")
     if outputs.get("wandb"):
-        lines.append(f"W&B run files: {outputs['wandb']}")
+        lines.append(f"W&B run: {outputs['wandb']}  (offline runs upload later with `wandb sync <that dir>`)")
     if "summary" in outputs:
         print("\n" + Path(outputs["summary"]).read_text())
     print("\n".join(lines))

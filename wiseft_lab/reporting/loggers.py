@@ -53,7 +53,7 @@ class WandbLogger:
         self.run = wandb.init(project=project, entity=entity, group=group, name=name, job_type=job_type,
                               tags=list(tags), dir=str(run_dir), config=dict(config), mode=mode,
                               reinit="finish_previous")
-        self.directory = getattr(self.run, "dir", None)
+        self.directory = str(Path(self.run.dir).parent) if getattr(self.run, "dir", None) else None
         self.url = getattr(self.run, "url", None)
         self.run.define_metric("wiseft/alpha")
         self.run.define_metric("wiseft/*", step_metric="wiseft/alpha")

@@ -1,0 +1,31 @@
+"""Checkpoints round-trip through safetensors + JSON (nothing is pickled)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from wiseft_lab import ImageClassifier, build_zeroshot_head, load_checkpoint, save_checkpoint
+from wiseft_lab.models.checkpoint import checkpoint_keys, read_meta
+
+
+def test_round_trip(tiny_bundle, tmp_path):
+    clip = copy.deepcopy(tiny_bundle.model)
+    model = ImageClassifier(clip, build_zeroshot_head(clip, tiny_bundle.tokenizer, ["a", "b", "c"], "simple"))
+    save_checkpoint(tmp_path / "ckpt", model, {"arch": "wiseft-tiny-vit", "classnames": ["a", "b", "c"]})
+    assert (tmp_path / "ckpt/model.safetensors").read_bytes()[8:9] == b"{"  # safetensors: u64 length + JSON header
+    assert json.loads((tmp_path / "ckpt/meta.json").read_text())["classnames"] == ["a", "b", "c"]
+    loaded, meta = load_checkpoint(tmp_path / "ckpt")
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(images), model.eval()(images))
+    assert checkpoint_keys(tmp_path / "ckpt")["head.weight"][0] == (3, 32)
+    assert not loaded.keeps_text and meta["arch"] == "wiseft-tiny-vit"
+
+
+def test_missing_checkpoint_message(tmp_path):
+    with pytest.raises(FileNotFoundError, match="expected model.safetensors and meta.json"):
+        read_meta(tmp_path)

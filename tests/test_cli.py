@@ -1,0 +1,114 @@
+"""End to end through the console entry point, in subprocesses, on the tiny random model (experiment=smoke)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from tests.conftest import only_run_dir, run_cli
+from tests.wandb_records import history_rows, run_info
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("smoke")
+    run_cli("experiment=smoke", cwd=base)
+    return only_run_dir(base)
+
+
+def wandb_file(run_dir: Path) -> Path:
+    files = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_run_dir_is_complete_and_self_describing(smoke_run):
+    for name in ("config.yaml", "run_info.json", "results.jsonl", "results.csv", "summary.md", "wiseft_curve.png",
+                 "trainable_parameters.txt", "checkpoints/zeroshot/model.safetensors",
+                 "checkpoints/finetuned/meta.json", "checkpoints/epoch_001/optimizer.safetensors"):
+        assert (smoke_run / name).is_file(), name
+    info = json.loads((smoke_run / "run_info.json").read_text())
+    assert info["seed"] == 0 and info["versions"]["torch"] and "commit" in info["git"]
+    rows = [json.loads(line) for line in (smoke_run / "results.jsonl").read_text().splitlines()]
+    assert [(r["model"], r["alpha"]) for r in rows] == [
+        ("zeroshot", 0.0), ("finetuned", 1.0), ("wiseft", 0.0), ("wiseft", 0.5), ("wiseft", 1.0)]
+    shifts = ["sketch", "cartoon", "painting", "clutter"]
+    for row in rows:
+        assert set(row) >= {"photo/top1", "avg_shifts/top1", "n/photo", *[f"{s}/top1" for s in shifts]}
+        assert row["avg_shifts/top1"] == pytest.approx(sum(row[f"{s}/top1"] for s in shifts) / 4)
+        assert row["n/photo"] == 20
+    assert rows[2]["photo/top1"] == rows[0]["photo/top1"] and rows[4]["photo/top1"] == rows[1]["photo/top1"]
+    summary = (smoke_run / "summary.md").read_text()
+    assert "| zero-shot |" in summary and "WiSE-FT, alpha=0.5" in summary and "optimal alpha" in summary
+    meta = json.loads((smoke_run / "checkpoints/finetuned/meta.json").read_text())
+    assert meta["arch"] == "wiseft-tiny-vit" and len(meta["classnames"]) == 10 and meta["method"] == "e2e"
+    with safe_open(smoke_run / "checkpoints/finetuned/model.safetensors", "pt") as handle:
+        assert "head.weight" in handle.keys() and not any(k.startswith("clip.transformer.") for k in handle.keys())
+
+
+def test_wandb_offline_run_holds_per_alpha_metrics(smoke_run):
+    history = history_rows(wandb_file(smoke_run))
+    alphas = sorted(row["wiseft/alpha"] for row in history if "wiseft/alpha" in row)
+    assert alphas == [0, 0.5, 1]
+    assert any("train/loss" in row for row in history)
+    assert info_project(smoke_run) == "wiseft-lab"
+
+
+def info_project(run_dir: Path) -> str:
+    return run_info(wandb_file(run_dir))["project"]
+
+
+def test_each_stage_runs_alone_from_saved_checkpoints(smoke_run, tmp_path):
+    ckpt = smoke_run / "checkpoints"
+    run_cli("experiment=smoke", "logger=none", "stages=[evaluate]", f"checkpoints.finetuned={ckpt / 'finetuned'}",
+            cwd=tmp_path / "eval")
+    rows = [json.loads(x) for x in (only_run_dir(tmp_path / "eval") / "results.jsonl").read_text().splitlines()]
+    original = json.loads((smoke_run / "results.jsonl").read_text().splitlines()[1])
+    assert [r["model"] for r in rows] == ["finetuned"] and rows[0]["photo/top1"] == original["photo/top1"]
+
+    run_cli("experiment=smoke", "logger=none", "stages=[merge,evaluate]", "merge.alphas=[0.25]",
+            f"checkpoints.zeroshot={ckpt / 'zeroshot'}", f"checkpoints.finetuned={ckpt / 'finetuned'}",
+            "merge.save_alphas=[0.25]", cwd=tmp_path / "merge")
+    run_dir = only_run_dir(tmp_path / "merge")
+    rows = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert [(r["model"], r["alpha"]) for r in rows] == [("zeroshot", 0.0), ("finetuned", 1.0), ("wiseft", 0.25)]
+    assert (run_dir / "checkpoints/wiseft_alpha0.25/model.safetensors").is_file()
+
+    failed = run_cli("experiment=smoke", "logger=none", "stages=[evaluate]", cwd=tmp_path / "nothing", check=False)
+    assert failed.returncode != 0 and "checkpoints.finetuned=<dir>" in failed.stderr + failed.stdout
+
+
+def test_multirun_jobs_are_distinct_wandb_runs_in_one_group(tmp_path):
+    run_cli("experiment=smoke", "stages=[finetune]", "seed=0,1", cwd=tmp_path, multirun=True)
+    jobs = sorted(p.parent for p in tmp_path.glob("outputs/multirun/smoke/*/*/config.yaml"))
+    assert len(jobs) == 2
+    infos = [run_info(wandb_file(job)) for job in jobs]
+    assert infos[0]["id"] != infos[1]["id"] and infos[0]["group"] == infos[1]["group"] != ""
+
+
+def test_wandb_mode_environment_wins(tmp_path):
+    run_cli("experiment=smoke", "stages=[]", "logger.mode=offline", cwd=tmp_path, env={"WANDB_MODE": "disabled"})
+    run_dir = only_run_dir(tmp_path)
+    assert not list(run_dir.glob("wandb/offline-run-*"))
+    assert "trainable parameters" in (run_dir / "trainable_parameters.txt").read_text()
+
+
+def test_print_config_and_misspelt_override(tmp_path):
+    shown = run_cli("--cfg", "job", cwd=tmp_path)
+    assert "task_name: demo" in shown.stdout and "_target_: torch.optim.AdamW" in shown.stdout
+    bad = run_cli("optimizer.lrr=1", cwd=tmp_path, check=False)
+    assert bad.returncode != 0 and "Could not override 'optimizer.lrr'" in bad.stderr
+    bad_group = run_cli("merge=soupz", cwd=tmp_path, check=False)
+    assert bad_group.returncode != 0 and "Could not find 'merge/soupz'" in bad_group.stderr
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([Path(sys.executable).parent / "wiseft-lab", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "Powered by Hydra" in out.stdout
