@@ -112,3 +112,28 @@ def test_print_config_and_misspelt_override(tmp_path):
 def test_console_script_is_installed():
     out = subprocess.run([Path(sys.executable).parent / "wiseft-lab", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "Powered by Hydra" in out.stdout
+
+
+def test_linear_classifier_trains_only_the_head_on_cached_features(tmp_path):
+    run_cli("experiment=smoke", "logger=none", "finetune=lc", "merge=none", "eval.save_predictions=true",
+            f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
+    run_dir = only_run_dir(tmp_path)
+    assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 1
+    with safe_open(run_dir / "checkpoints/zeroshot/model.safetensors", "pt") as zs, \
+            safe_open(run_dir / "checkpoints/finetuned/model.safetensors", "pt") as ft:
+        changed = {k for k in zs.keys() if not (zs.get_tensor(k) == ft.get_tensor(k)).all()}
+    assert changed == {"head.weight", "head.bias"}
+    assert (run_dir / "predictions/finetuned/sketch.safetensors").is_file()
+
+
+def test_resume_true_continues_an_interrupted_run(tmp_path):
+    run_cli("experiment=smoke", "logger=none", "stages=[finetune]", cwd=tmp_path)
+    first = only_run_dir(tmp_path)
+    (first / "checkpoints/finetuned/meta.json").unlink()  # as if killed after the last epoch checkpoint
+    proc = run_cli("experiment=smoke", "logger=none", "stages=[finetune]", "finetune.epochs=2", "resume=true",
+                   "hydra.run.dir=outputs/smoke/runs/resumed", cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert "continuing the interrupted run" in log and "epoch 1 done" in log
+    assert (first / "checkpoints/epoch_002/trainer_state.json").is_file()
+    resumed_meta = tmp_path / "outputs/smoke/runs/resumed/checkpoints/finetuned/meta.json"
+    assert json.loads(resumed_meta.read_text())["epoch"] == 2

@@ -33,7 +33,7 @@ from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.plots import wiseft_curve
 from wiseft_lab.reporting.run_info import write_run_info
 from wiseft_lab.reporting.tables import result_row, summary_markdown
-from wiseft_lab.training.loop import LoopConfig, resolve_precision
+from wiseft_lab.training.loop import LoopConfig, latest_epoch_dir, resolve_precision
 from wiseft_lab.training.methods import (
     TRAINABLE,
     FinetuneJob,
@@ -219,11 +219,29 @@ class Pipeline:
         log.info("Fine-tuned checkpoint: %s", self.ckpt_dir / "finetuned")
 
     def _resume_dir(self) -> Path | None:
-        """``resume=true``: this run's checkpoints; ``resume=<run dir>``: continue that run's checkpoints."""
+        """Where to continue training from, or None.
+
+        ``resume=<run dir>`` continues that run's per-epoch checkpoints (in place). ``resume=true`` uses this
+        run's own checkpoints if it has any (a re-used ``hydra.run.dir``), else the newest earlier run of the
+        same task whose fine-tuning never finished.
+        """
         resume = self.cfg.resume
         if resume in (None, False, "false"):
             return None
-        return self.ckpt_dir if resume in (True, "true") else Path(str(resume)) / "checkpoints"
+        if resume not in (True, "true"):
+            target = Path(str(resume)) / "checkpoints"
+            if latest_epoch_dir(target) is None:
+                raise FileNotFoundError(f"resume={resume}: no finished epoch checkpoint under {target}")
+            return target
+        if latest_epoch_dir(self.ckpt_dir) is not None or sweep_group() is not None:
+            return self.ckpt_dir  # in a multirun, re-use the sweep dir (hydra.sweep.dir=...) to resume each job
+        for run in sorted(self.run_dir.parent.iterdir(), reverse=True):
+            ckpts = run / "checkpoints"
+            if run != self.run_dir and latest_epoch_dir(ckpts) and not (ckpts / "finetuned" / "meta.json").is_file():
+                log.info("resume=true: continuing the interrupted run %s", run)
+                return ckpts
+        log.warning("resume=true but no interrupted run of task %r found: training from scratch", self.cfg.task_name)
+        return self.ckpt_dir
 
     def _feature_cache_path(self) -> Path | None:
         if self.cfg.finetune.method != "lc":

@@ -57,7 +57,7 @@ def checkpoint_keys(directory: str | Path) -> dict[str, tuple[tuple[int, ...], s
     """Key -> (shape, dtype) without reading any tensor data (for cheap compatibility checks)."""
     with safe_open(Path(directory) / WEIGHTS_FILE, framework="pt") as handle:
         out = {}
-        for key in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
+        for key in handle.keys():
             info = handle.get_slice(key)
             out[key] = (tuple(info.get_shape()), info.get_dtype())
         return out
