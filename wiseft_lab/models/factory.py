@@ -31,6 +31,13 @@ class ClipBundle:
     pretrained: str | None
 
 
+class _QuietRandomInit(logging.Filter):
+    """Drop open_clip's "initialized randomly" warning when random weights are what was asked for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Model initialized randomly" not in record.getMessage()
+
+
 @cache
 def register_architectures() -> None:
     """Make the architecture JSONs shipped with the package known to open_clip (idempotent)."""
@@ -77,6 +84,9 @@ def create_clip(
             f"Custom architecture JSONs can be added to {ARCH_DIR}."
         )
     weights = resolve_pretrained(pretrained)
+    quiet = _QuietRandomInit()
+    if weights is None:
+        logging.getLogger().addFilter(quiet)
     try:
         model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
             arch, pretrained=weights, precision=precision, device=device, cache_dir=cache_dir,
@@ -91,6 +101,8 @@ def create_clip(
                 f"{open_clip.list_pretrained_tags_by_model(arch)}"
             ) from err
         raise
+    finally:
+        logging.getLogger().removeFilter(quiet)
     tokenizer = open_clip.get_tokenizer(arch)
     log.info("Created %s (weights: %s)", arch, weights or "random init")
     return ClipBundle(model, preprocess_train, preprocess_val, tokenizer, arch, weights)
