@@ -15,13 +15,30 @@ import torch
 from safetensors.torch import save_file
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once: os.umask can only be queried by setting it
+
+
+def _temporary_sibling(path: Path) -> str:
+    """A temp file next to ``path`` with normal permissions (mkstemp alone would leave it 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    return tmp
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` so that ``path`` is either the old file or the complete new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _temporary_sibling(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -69,8 +86,7 @@ def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _temporary_sibling(path)
     try:
         save_file(data, tmp)
         os.replace(tmp, path)
