@@ -1,18 +1,26 @@
 """Deterministic subsets of a training set: a held-out split and k-shot samples.
 
 Selection uses a keyed hash of (seed, example index) rather than an RNG stream, so the same seed picks
-the same examples on every machine and with every numpy/torch version.
+the same examples on every machine and with every numpy/torch version. Example indices are stable because every
+data source lists its files in sorted order.
+
+* ``few_shot``: k examples per class without replacement (all of a class that has fewer).
+* ``holdout_split``: per class ``round(fraction * n)`` examples (at least one, and never a class's last one) are
+  held out; the held-out split does not depend on the few-shot seed and is disjoint from what is trained on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from wiseft_lab.data.base import TaskData
+
+log = logging.getLogger(__name__)
 
 
 def labels_of(dataset: Dataset) -> np.ndarray:
@@ -24,34 +32,40 @@ def labels_of(dataset: Dataset) -> np.ndarray:
     return np.asarray([dataset[i][1] for i in range(len(dataset))], dtype=np.int64)
 
 
-def _hash_order(indices: np.ndarray, seed: int, salt: str) -> np.ndarray:
-    """``indices`` in a pseudo-random order that depends only on (seed, salt, index)."""
+def hash_order(indices: np.ndarray, seed: int, salt: str) -> np.ndarray:
+    """``indices`` in a pseudo-random order that depends only on (seed, salt, index): the same everywhere."""
+    indices = np.asarray(indices)
     keys = [hashlib.sha256(f"{salt}:{seed}:{int(i)}".encode()).digest()[:8] for i in indices]
     return indices[np.argsort(np.array([int.from_bytes(k, "big") for k in keys], dtype=np.uint64), kind="stable")]
 
 
+_hash_order = hash_order  # the earlier private name
+
+
 def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) indices; per class, ``round(fraction * n_class)`` examples (at least one) are held out."""
+    """(train, held-out) indices; per class ``round(fraction * n)`` examples are held out: at least one, but never the
+    last one of a class (a class with a single example stays in training)."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"data.holdout_fraction must be in [0, 1), got {fraction}")
     if fraction == 0.0:
         return np.arange(len(labels)), np.arange(0)
     held = []
     for label in np.unique(labels):
-        members = _hash_order(np.flatnonzero(labels == label), seed, "holdout")
-        held.append(members[: max(1, round(fraction * len(members)))])
+        members = hash_order(np.flatnonzero(labels == label), seed, "holdout")
+        held.append(members[: min(len(members) - 1, max(1, round(fraction * len(members))))])
     held_out = np.sort(np.concatenate(held))
     return np.setdiff1d(np.arange(len(labels)), held_out), held_out
 
 
 def few_shot(labels: np.ndarray, shots: int, seed: int, pool: Sequence[int] | None = None) -> np.ndarray:
     """``shots`` examples per class without replacement (all of a class that has fewer), sorted."""
-    if shots <= 0:
-        raise ValueError(f"data.shots must be positive, got {shots}")
+    if int(shots) != shots or shots <= 0:
+        raise ValueError(f"data.shots must be a positive integer, got {shots}")
+    shots = int(shots)
     pool = np.arange(len(labels)) if pool is None else np.asarray(pool)
     chosen = []
     for label in np.unique(labels[pool]):
-        chosen.append(_hash_order(pool[labels[pool] == label], seed, "shots")[:shots])
+        chosen.append(hash_order(pool[labels[pool] == label], seed, "shots")[:shots])
     return np.sort(np.concatenate(chosen))
 
 
@@ -82,5 +96,9 @@ def carve(data: TaskData, *, holdout_fraction: float = 0.0, shots: int | None = 
         return TaskData(LabeledSubset(data.dataset, indices), data.classnames, data.templates, data.projection,
                         None, f"{data.description} [{tag}: {len(indices)}]", data.extras)
 
+    if holdout_fraction or shots:
+        log.info("%s: training on %d of %d examples%s%s", data.description or "data", len(train_idx), len(labels),
+                 f", {shots} shots per class (seed {seed})" if shots else "",
+                 f", {len(held_idx)} held out ({holdout_fraction:g} per class)" if len(held_idx) else "")
     train = data if (holdout_fraction == 0.0 and not shots) else subset(train_idx, "train")
     return train, (subset(held_idx, "held-out") if len(held_idx) else None)
