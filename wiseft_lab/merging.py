@@ -27,9 +27,12 @@ class ModelEntry:
 
     model: str
     alpha: float | None
-    weights: Callable[[], StateDict]
+    weights: Callable[[], StateDict] | None  # None for a model that is not one state dict (see ``module``)
     extra: dict[str, Any] = field(default_factory=dict)
     save_as: str | None = None  # checkpoint directory name under <run>/checkpoints, when it should be kept
+    # A model that is not one set of weights (an output-space ensemble): evaluated as the module it builds.
+    module: Callable[[], torch.nn.Module] | None = None
+    tag: str | None = None  # predictions sub-directory; default: ``model`` (``wiseft_<alpha>`` for WiSE-FT)
 
 
 @dataclass
@@ -42,6 +45,14 @@ class MergeContext:
     # Top-1 of a state dict on the held-out split (None when the run has no held-out data).
     score_holdout: Callable[[StateDict], float] | None = None
     log_metrics: Callable[[dict, int | None], None] = lambda metrics, step=None: None
+    # For merges of checkpoints other than the endpoints (soups). A merge that has no endpoint sets
+    # ``template``: the checkpoint whose architecture and metadata its models share.
+    template: Path | None = None
+    run_cfg: DictConfig | None = None  # the whole composed config
+    precision: str = "fp32"
+    scorer_for: Callable[[Path], Callable[[StateDict], float]] | None = None  # held-out scorer, any template
+    skeleton: Callable[[Path], torch.nn.Module] | None = None  # the (shared) model of a template's architecture
+    holdout: Callable[[], Any] | None = None  # the held-out split (a PreparedSet), or None without one
 
 
 MERGES: dict[str, Callable[[MergeContext], list[ModelEntry]]] = {}
@@ -89,3 +100,6 @@ def wiseft_sweep(ctx: MergeContext) -> list[ModelEntry]:
         entries.append(ModelEntry("wiseft", alpha, lambda a=alpha: interpolate(theta_0(), theta_1(), a),
                                   save_as=f"wiseft_alpha{alpha:g}" if alpha in keep else None))
     return entries
+
+
+import wiseft_lab.soups  # noqa: E402, F401  (registers the soup merges)

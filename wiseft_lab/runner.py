@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from wiseft_lab.data.base import TaskData
+from wiseft_lab.data.layouts import check_data_layouts
 from wiseft_lab.data.splits import carve
 from wiseft_lab.evaluation.suite import AVG_SHIFTS, EvalSuite, evaluate
 from wiseft_lab.io import atomic_write_text, write_csv, write_jsonl
@@ -32,15 +33,20 @@ from wiseft_lab.models.zeroshot import build_zeroshot_head, fill_template, resol
 from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.plots import wiseft_curve
 from wiseft_lab.reporting.run_info import write_run_info
+from wiseft_lab.reporting.soups import soup_report
 from wiseft_lab.reporting.tables import result_row, summary_markdown
+from wiseft_lab.soups import pool_group
+from wiseft_lab.training.base_to_novel import evaluate_with_set_heads, subsample_classes
 from wiseft_lab.training.loop import LoopConfig, latest_epoch_dir, resolve_precision
 from wiseft_lab.training.methods import (
     TRAINABLE,
     FinetuneJob,
     get_method,
+    method_info,
     select_trainable,
     write_trainable_report,
 )
+from wiseft_lab.training.text_head import build_text_head, coop_templates, finalize_text_head
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +105,8 @@ class Pipeline:
         self._bundle: ClipBundle | None = None
         self._skeleton: ImageClassifier | None = None
         self._holdout_suite: EvalSuite | None = None
+        self._skeleton_meta: dict[str, Any] = {}
+        self._template: Path | None = None  # the checkpoint merged models share (soups: one of the pool)
         self.rows: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ building blocks
@@ -111,9 +119,16 @@ class Pipeline:
         return self._bundle
 
     def _splits(self, transform) -> tuple[TaskData, TaskData | None]:
-        data = instantiate(self.cfg.data.dataset)(transform=transform)
-        return carve(data, holdout_fraction=float(self.cfg.data.get("holdout_fraction") or 0.0),
-                     shots=self.cfg.data.get("shots"), seed=int(self.cfg.seed))
+        data = subsample_classes(instantiate(self.cfg.data.dataset)(transform=transform), self.cfg.data.get("classes"))
+        fraction, shots = float(self.cfg.data.get("holdout_fraction") or 0.0), self.cfg.data.get("shots")
+        # The held-out split must not move with the training seed: every ingredient of a soup sweep
+        # (seed=range(k)) keeps its hands off the same examples, and the soup run scores on exactly those.
+        seed, holdout_seed = int(self.cfg.seed), int(self.cfg.data.get("holdout_seed", 0))
+        train, held = carve(data, holdout_fraction=fraction, shots=shots if seed == holdout_seed else None,
+                            seed=holdout_seed)
+        if shots and seed != holdout_seed:  # k shots of the rest, drawn with the training seed
+            train = carve(train, shots=shots, seed=seed)[0]
+        return train, held
 
     def train_data(self, transform=None) -> TaskData:
         """The fine-tuning set: the data config minus the held-out split, optionally k-shot."""
@@ -123,9 +138,13 @@ class Pipeline:
         """The zero-shot model: ``model.pretrained`` weights with a head from the training set's prompts."""
         bundle = self.bundle()
         data = self.train_data()
-        templates = resolve_templates(self.cfg.data.templates or data.templates)
-        head = build_zeroshot_head(bundle.model, bundle.tokenizer, data.classnames, templates)
-        keep_text = bool(self.cfg.finetune.get("keep_text", False))
+        templates = self._templates(data)
+        info = method_info(self.cfg.finetune.method)
+        if info.head == "text":  # the prompts exactly as the method writes them during training
+            head = build_text_head(bundle.model, bundle.tokenizer, data.classnames, templates)
+        else:
+            head = build_zeroshot_head(bundle.model, bundle.tokenizer, data.classnames, templates)
+        keep_text = bool(self.cfg.finetune.get("keep_text", False)) or info.needs_text
         classifier = ImageClassifier(bundle.model, head, keep_text=keep_text).to(self.device)
         meta = {
             "arch": bundle.arch,
@@ -134,6 +153,7 @@ class Pipeline:
             "templates": [fill_template(t, "{}") for t in templates],
             "preprocess": dict(getattr(bundle.model.visual, "preprocess_cfg", {}) or {}),
             "keep_text": keep_text,
+            "head": info.head,
             "method": "zeroshot",
             "dataset": self.cfg.data.name,
             "seed": int(self.cfg.seed),
@@ -141,10 +161,25 @@ class Pipeline:
         }
         return classifier, meta
 
+    def _templates(self, data: TaskData):
+        """``finetune.templates`` (``coop``: the data set's CoOp/CLIPFit prompt), else the data config's or set's."""
+        chosen = self.cfg.finetune.get("templates")
+        if chosen == "coop":
+            choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
+            return coop_templates([choice, self.cfg.data.get("name")])
+        return resolve_templates(chosen or self.cfg.data.templates or data.templates)
+
+    def load_weights(self, model: ImageClassifier, state: dict) -> ImageClassifier:
+        """Load a (possibly merged) state; a head derived from the text tower is rebuilt from the loaded tower."""
+        model.load_state_dict(state)
+        finalize_text_head(model, self._skeleton_meta, self.bundle().tokenizer)
+        return model
+
     def skeleton(self, checkpoint: Path) -> ImageClassifier:
         """One classifier of the checkpoint's architecture; every evaluated model's weights load into it."""
         if self._skeleton is None:
             meta = read_meta(checkpoint)
+            self._skeleton_meta = meta
             bundle = self._bundle or self.bundle(meta["arch"])
             self._skeleton = classifier_from_state(bundle.model, load_state_dict(checkpoint), meta).to(self.device)
         return self._skeleton
@@ -171,7 +206,7 @@ class Pipeline:
         ev = self.cfg.eval
         transform = self.bundle().preprocess_val
         builders = {name: instantiate(ds_cfg) for name, ds_cfg in ev.datasets.items()}
-        keys = ({name: digest(OmegaConf.to_yaml(c), repr(transform)) for name, c in ev.datasets.items()}
+        keys = ({name: digest(OmegaConf.to_yaml(c, resolve=True), repr(transform)) for name, c in ev.datasets.items()}
                 if ev.cache else None)
         return EvalSuite.build(ev.reference, builders, transform, cache_keys=keys,
                                max_cache_bytes=float(ev.cache_max_gb) * 1e9, batch_size=ev.batch_size,
@@ -207,6 +242,7 @@ class Pipeline:
             resume=resume is not None,
             feature_cache=self._feature_cache_path(),
             log_metrics=self.logger.log,
+            options=OmegaConf.to_container(ft, resolve=True),
         )
         model = get_method(ft.method)(job)
         metrics = {}
@@ -244,7 +280,7 @@ class Pipeline:
         return self.ckpt_dir
 
     def _feature_cache_path(self) -> Path | None:
-        if self.cfg.finetune.method != "lc":
+        if self.cfg.finetune.method not in ("lc", "lpft"):
             return None
         bundle = self.bundle()
         key = digest(bundle.arch, weights_identity(bundle.pretrained), OmegaConf.to_yaml(self.cfg.data),
@@ -268,8 +304,10 @@ class Pipeline:
             template = zeroshot or finetuned
             ctx = MergeContext(self.cfg.merge, zeroshot, finetuned, self.run_dir, self.device,
                                score_holdout=self._state_scorer(template) if template else None,
-                               log_metrics=self.logger.log)
+                               log_metrics=self.logger.log, run_cfg=self.cfg, precision=self.precision,
+                               scorer_for=self._state_scorer, skeleton=self.skeleton, holdout=self._holdout_set)
             merged = get_merge(self.cfg.merge.kind)(ctx)
+            self._template = template = template or ctx.template  # soups: a checkpoint of their pool
             self._save_merged(merged, template)
             entries += merged
         if not entries:
@@ -278,34 +316,37 @@ class Pipeline:
                 "checkpoints.finetuned=<dir> (directories with model.safetensors + meta.json).")
         return entries
 
+    def _holdout_set(self):
+        suite = self.holdout_suite()
+        return suite.sets[HOLDOUT] if suite is not None else None
+
     def _state_scorer(self, template: Path):
         def score(state: dict) -> float:
-            model = self.skeleton(template)
-            model.load_state_dict(state)
+            model = self.load_weights(self.skeleton(template), state)
             return self.score_holdout(model)
         return score
 
     def _save_merged(self, entries: list[ModelEntry], template: Path | None) -> None:
         for entry in entries:
             if entry.save_as:
-                model = self.skeleton(template)
-                model.load_state_dict(entry.weights())
+                model = self.load_weights(self.skeleton(template), entry.weights())
                 save_checkpoint(self.ckpt_dir / entry.save_as, model,
                                 {**read_meta(template), "method": entry.save_as, "merge": entry.extra})
 
     def evaluate(self, entries: list[ModelEntry]) -> None:
-        model = self.skeleton(self.endpoint("zeroshot") or self.endpoint("finetuned"))
+        model = self.skeleton(self.endpoint("zeroshot") or self.endpoint("finetuned") or self._template)
         suite = self.build_suite()
         endpoints: dict[float, dict] = {}
         for entry in entries:
             if entry.model == "wiseft" and entry.alpha in endpoints:
                 metrics = endpoints[entry.alpha]  # alpha 0 / 1 are the endpoints bit for bit
             else:
-                model.load_state_dict(entry.weights())
-                tag = entry.model if entry.model != "wiseft" else f"wiseft_{entry.alpha:g}"
-                metrics = evaluate(model, suite, batch_size=self.cfg.eval.batch_size, precision=self.precision,
-                                   predictions_dir=self.run_dir / "predictions" / tag
-                                   if self.cfg.eval.save_predictions else None)
+                subject = entry.module() if entry.module is not None else self.load_weights(model, entry.weights())
+                tag = entry.tag or (entry.model if entry.model != "wiseft" else f"wiseft_{entry.alpha:g}")
+                metrics = evaluate_with_set_heads(
+                    subject, suite, head_for=self._text_head_builder(model) if entry.module is None else None,
+                    batch_size=self.cfg.eval.batch_size, precision=self.precision,
+                    predictions_dir=self.run_dir / "predictions" / tag if self.cfg.eval.save_predictions else None)
                 if entry.model in ("zeroshot", "finetuned"):
                     endpoints[entry.alpha] = metrics
             row = result_row(entry.model, entry.alpha, metrics, **entry.extra)
@@ -314,6 +355,11 @@ class Pipeline:
                      "  ".join(f"{k[:-5]} {100 * v:.1f}" for k, v in row.items() if k.endswith("/top1")))
             self._write_results(suite)
         self.suite = suite
+
+    def _text_head_builder(self, model: ImageClassifier):
+        """Heads for eval sets with their own classes (base-to-novel's novel set), from the model's text tower."""
+        templates = self._skeleton_meta["templates"]
+        return lambda classnames: build_text_head(model.clip, self.bundle().tokenizer, classnames, templates)
 
     def _write_results(self, suite: EvalSuite) -> None:
         """Rewritten after every model, atomically: a crash keeps every finished evaluation."""
@@ -333,6 +379,7 @@ class Pipeline:
             self.logger.log_image("wiseft_curve_png", outputs["plot"])
         self.logger.log_results(self.rows, reference)
         self.logger.summary(final_metrics(self.rows))
+        outputs.update(soup_report(self.rows, reference, shifts, self.run_dir, self.logger, title=self.cfg.task_name))
         return outputs
 
     def run(self) -> dict[str, Any]:
@@ -341,6 +388,7 @@ class Pipeline:
             self.describe()
             log.info("stages=[]: dry run, wrote %s", self.run_dir / "trainable_parameters.txt")
             return {"trainable": self.run_dir / "trainable_parameters.txt"}
+        check_data_layouts(self.cfg, stages)  # missing or misplaced data fails here, before any training
         if "finetune" in stages:
             self.finetune()
         if "merge" in stages or "evaluate" in stages:
@@ -371,14 +419,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     seed_everything(int(cfg.seed))
     write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
                    {"run_dir": str(run_dir), "stages": list(cfg.stages)})
-    logger = create_logger(cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True),
-                           group=sweep_group(), name=f"{cfg.task_name}-{run_dir.name}")
+    logger = None
     try:
+        logger = create_logger(cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True),
+                               group=sweep_group() or pool_group(cfg), name=f"{cfg.task_name}-{run_dir.name}")
         outputs = Pipeline(cfg, run_dir, logger).run()
     except BaseException as err:
         atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))
         log.error("Run failed (%s); traceback in %s", err, run_dir / "error.log")
-        logger.close(exit_code=1)
+        if logger is not None:
+            logger.close(exit_code=1)
         raise
     logger.close(exit_code=0)
     outputs["run_dir"] = run_dir

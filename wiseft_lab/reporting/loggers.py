@@ -27,6 +27,8 @@ class NullLogger:
 
     def log_image(self, key: str, path: str | Path) -> None: ...
 
+    def log_table(self, key: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
     def summary(self, metrics: Mapping[str, Any]) -> None: ...
 
     def close(self, exit_code: int = 0) -> None: ...
@@ -81,6 +83,17 @@ class WandbLogger:
 
     def log_image(self, key: str, path: str | Path) -> None:
         self.run.log({key: self._wandb.Image(str(path))})
+
+    def log_table(self, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Rows (dicts) as one W&B table; lists and dicts in cells are written as text."""
+        columns: list[str] = []
+        for row in rows:
+            columns.extend(k for k in row if k not in columns)
+
+        def cell(value: Any) -> Any:
+            return str(value) if isinstance(value, (list, tuple, dict)) else value
+
+        self.run.log({key: self._wandb.Table(columns=columns, data=[[cell(r.get(c)) for c in columns] for r in rows])})
 
     def summary(self, metrics: Mapping[str, Any]) -> None:
         self.run.summary.update(dict(metrics))

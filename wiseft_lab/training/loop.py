@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -60,9 +61,21 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
-def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
+def cross_entropy_loss(label_smoothing: float = 0.0, mixup_alpha: float = 0.0) -> LossFn:
+    """Cross-entropy with label smoothing; ``mixup_alpha > 0`` mixes each training batch first (mixup).
+
+    Mixup applies only in train mode: ``lam ~ Beta(alpha, alpha)``, inputs ``lam*x + (1-lam)*x[perm]``, loss
+    ``lam*CE(y) + (1-lam)*CE(y[perm])`` (:func:`wiseft_lab.training.augment.mixup_batch`).
+    """
     def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
         inputs, labels = batch
+        if mixup_alpha and model.training:
+            from wiseft_lab.training.augment import mixup_batch
+
+            mixed, labels_a, labels_b, lam = mixup_batch(inputs, labels, float(mixup_alpha))
+            logits = model(mixed).float()
+            return (lam * nn.functional.cross_entropy(logits, labels_a, label_smoothing=label_smoothing)
+                    + (1.0 - lam) * nn.functional.cross_entropy(logits, labels_b, label_smoothing=label_smoothing))
         return nn.functional.cross_entropy(model(inputs).float(), labels, label_smoothing=label_smoothing)
     return loss
 
@@ -163,7 +176,8 @@ class Trainer:
         step = start_step
         summary: dict = {}
         for epoch in range(start_epoch, cfg.epochs):
-            torch.manual_seed(cfg.seed * 100_003 + epoch)  # augmentations in the main process
+            torch.manual_seed(cfg.seed * 100_003 + epoch)  # augmentations (and mixup) in the main process
+            random.seed(cfg.seed * 100_003 + epoch)  # timm's RandAugment draws from Python's random
             self.model.train()
             running, seen, started = 0.0, 0, time.perf_counter()
             batches = tqdm(loader_for_epoch(epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",

@@ -1,0 +1,67 @@
+"""Training-time augmentations of the model-soups search: mixup and RandAugment (``finetune.mixup_alpha``,
+``finetune.randaugment``), used by end-to-end fine-tuning (``e2e`` and stage 2 of ``lpft``).
+
+- Mixup (Zhang et al., ICLR 2018): per batch, ``lam ~ Beta(alpha, alpha)`` and a random pairing ``perm`` of the
+  batch; the model sees ``lam * x + (1 - lam) * x[perm]`` and the loss is
+  ``lam * CE(logits, y) + (1 - lam) * CE(logits, y[perm])`` (with the run's label smoothing in both terms).
+  ``alpha = 0`` turns it off. Draws come from torch's global generator, which the trainer seeds per epoch.
+- RandAugment (Cubuk et al., 2020) as timm implements it, from the config string the model-soups ingredients
+  record (``rand-m{magnitude}-n{ops}``, e.g. ``rand-m9-n2``; any timm ``rand-...`` string works), applied to the
+  PIL image right after the random crop of open_clip's train transform. ``null`` turns it off.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision import transforms as T
+
+
+def mixup_batch(inputs: torch.Tensor, labels: torch.Tensor, alpha: float
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """``(mixed inputs, labels, paired labels, lam)`` for one batch; ``lam`` ~ Beta(alpha, alpha)."""
+    if alpha <= 0:
+        raise ValueError(f"mixup alpha must be > 0, got {alpha}")
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(inputs.shape[0], device=inputs.device)
+    return lam * inputs + (1.0 - lam) * inputs[perm], labels, labels[perm], lam
+
+
+def _is_to_tensor(step) -> bool:
+    return isinstance(step, (T.ToTensor, T.PILToTensor)) or type(step).__name__ in {"MaybeToTensor", "ToTensor"}
+
+
+def _image_size(steps) -> int:
+    for step in steps:
+        size = getattr(step, "size", None)
+        if isinstance(step, (T.RandomResizedCrop, T.CenterCrop, T.Resize)) and size is not None:
+            return int(size if isinstance(size, int) else min(size))
+    return 224
+
+
+def _mean(steps) -> tuple[float, ...]:
+    for step in steps:
+        if isinstance(step, T.Normalize):
+            return tuple(float(m) for m in step.mean)
+    return (0.48145466, 0.4578275, 0.40821073)  # CLIP's
+
+
+def randaugment_transform(spec: str, image_size: int, mean: tuple[float, ...]):
+    """timm's RandAugment for ``spec`` with timm's ImageNet-train hyper-parameters (translation, fill colour)."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    if not isinstance(spec, str) or not spec.startswith("rand"):
+        raise ValueError(f"finetune.randaugment takes a timm RandAugment string such as 'rand-m9-n2', not {spec!r}")
+    hparams = {"translate_const": int(image_size * 0.45), "img_mean": tuple(round(255 * m) for m in mean)}
+    return rand_augment_transform(spec, hparams)
+
+
+def with_randaugment(transform, spec: str | None):
+    """``transform`` (a torchvision ``Compose`` of PIL steps, then to-tensor) with RandAugment before to-tensor."""
+    if not spec:
+        return transform
+    steps = list(getattr(transform, "transforms", []))
+    index = next((i for i, step in enumerate(steps) if _is_to_tensor(step)), None)
+    if index is None:
+        raise ValueError(f"Cannot place RandAugment: the train transform has no to-tensor step ({transform})")
+    augment = randaugment_transform(spec, _image_size(steps), _mean(steps))
+    return T.Compose([*steps[:index], augment, *steps[index:]])

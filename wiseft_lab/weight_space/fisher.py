@@ -1,0 +1,114 @@
+"""Fisher merging (Matena & Raffel, 2021) as the WiSE-FT code does it, for a pool of N ingredients.
+
+* Fisher: the diagonal of the Fisher information of each ingredient, estimated one example at a time on the
+  held-out split: the label is *sampled* from the model's own softmax, the cross-entropy is back-propagated,
+  and the squared gradients are averaged over the examples (WiSE-FT's ``src/models/fisher.py``).
+* Merge: per parameter, ``theta = sum_i w_i F_i theta_i / sum_i w_i F_i`` with ``F_i`` floored at
+  ``fisher_floor`` (1e-8 there), uniform weights ``w_i``; a tensor without a Fisher (a buffer, or a parameter
+  that received no gradient) gets ``F = 1``, i.e. the plain average (WiSE-FT's ``_merge``).
+
+Ingredients are visited one at a time: memory is the two running sums, one ingredient and its Fisher.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from wiseft_lab.weight_space.soups import Source, StateDict, check_pool, float_keys, load_all
+
+log = logging.getLogger(__name__)
+
+FISHER_FLOOR = 1e-8
+
+
+def diagonal_fisher(module: nn.Module, state: Mapping[str, torch.Tensor], examples: Iterable[torch.Tensor], *,
+                    generator: torch.Generator | None = None, max_examples: int | None = None,
+                    train_mode: bool = False, precision: str = "fp32") -> StateDict:
+    """Average squared gradient of ``-log p(y_sampled | x)`` per floating tensor of ``state``, one example at a time.
+
+    ``examples`` yields image batches; each image is used on its own (batch size 1, as the reference).
+    ``module`` only provides the architecture (``functional_call`` with ``state``); it is not modified.
+    Only the module's parameters get a Fisher, as in the reference (buffers such as BatchNorm statistics, and
+    parameters that never receive a gradient, are absent from the result: the merge averages them plainly).
+    """
+    device = next(module.parameters()).device
+    names = {name for name, _ in module.named_parameters()}
+    params = {k: v.detach().to(device).float().requires_grad_() if k in names and v.is_floating_point()
+              else v.to(device) for k, v in state.items()}
+    trainable = [k for k, v in params.items() if v.requires_grad]
+    sums = {k: torch.zeros_like(params[k]) for k in trainable}
+    counts = dict.fromkeys(trainable, 0)
+    was_training = module.training
+    module.train(train_mode)
+    seen = 0
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    try:
+        for images in examples:
+            for image in images:
+                if max_examples is not None and seen >= max_examples:
+                    break
+                with autocast:
+                    logits = functional_call(module, params, (image.unsqueeze(0).to(device),)).float()
+                probs = torch.softmax(logits.detach(), dim=-1).cpu()
+                target = torch.multinomial(probs, 1, generator=generator).view(-1).to(device)
+                loss = F.cross_entropy(logits, target)
+                grads = torch.autograd.grad(loss, [params[k] for k in trainable], allow_unused=True)
+                for key, grad in zip(trainable, grads, strict=True):
+                    if grad is not None:
+                        sums[key].add_(grad.detach().square())
+                        counts[key] += 1
+                seen += 1
+            if max_examples is not None and seen >= max_examples:
+                break
+    finally:
+        module.train(was_training)
+    if seen == 0:
+        raise ValueError("No examples to estimate the Fisher information from (empty held-out split?)")
+    missing = [k for k in trainable if counts[k] == 0]
+    if missing:
+        log.info("No gradient for %d tensors (e.g. %s): merged by plain averaging", len(missing), missing[0])
+    return {k: (sums[k] / counts[k]) for k in trainable if counts[k]}
+
+
+def fisher_merge(sources: Sequence[Source], fisher_of: Callable[[int, StateDict], Mapping[str, torch.Tensor]], *,
+                 floor: float = FISHER_FLOOR, weights: Sequence[float] | None = None,
+                 names: Sequence[str] | None = None) -> StateDict:
+    """Fisher-weighted average of the ingredients; ``fisher_of(i, state_i)`` returns ingredient i's Fisher."""
+    specs = check_pool(sources, names)
+    floats = set(float_keys(specs))
+    n = len(sources)
+    weights = [1.0 / n] * n if weights is None else [float(w) for w in weights]
+    if len(weights) != n:
+        raise ValueError(f"{n} ingredients but {len(weights)} weights")
+    numerator: StateDict = {}
+    denominator: StateDict = {}
+    fixed: StateDict = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for index, source in enumerate(sources):
+        state = load_all(source)
+        fisher = fisher_of(index, state)
+        for key, theta in state.items():
+            if key not in floats:
+                if index == 0:
+                    fixed[key] = theta
+                continue
+            if index == 0:
+                dtypes[key] = theta.dtype
+                compute = torch.promote_types(theta.dtype, torch.float32)
+                numerator[key] = torch.zeros(theta.shape, dtype=compute)
+                denominator[key] = torch.zeros(theta.shape, dtype=compute)
+            f = fisher.get(key)
+            f = torch.ones_like(numerator[key]) if f is None else f.detach().to("cpu", numerator[key].dtype)
+            c = torch.clamp_min(f, floor) * weights[index]
+            numerator[key].addcmul_(c, theta.to(numerator[key].dtype))
+            denominator[key].add_(c)
+        del state, fisher
+    return {k: fixed.pop(k) if k not in floats else numerator.pop(k).div_(denominator.pop(k)).to(dtypes[k])
+            for k in specs}
