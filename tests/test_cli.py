@@ -137,3 +137,35 @@ def test_resume_true_continues_an_interrupted_run(tmp_path):
     assert (first / "checkpoints/epoch_002/trainer_state.json").is_file()
     resumed_meta = tmp_path / "outputs/smoke/runs/resumed/checkpoints/finetuned/meta.json"
     assert json.loads(resumed_meta.read_text())["epoch"] == 2
+
+
+def test_own_image_folders_from_the_readme(tmp_path):
+    """The README's "your own data" recipe: data=folder + eval=folder on a generated class-folder tree."""
+    from PIL import Image
+
+    root = tmp_path / "my_task"
+    for split, count in (("train", 4), ("test", 2)):
+        for colour in ("red", "blue"):
+            folder = root / split / f"{colour}_thing"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (40, 40), colour).save(folder / f"{i}.png")
+    run_cli("~experiment", "model=tiny_random", "data=folder", f"data.dataset.root={root}", "data.num_workers=0",
+            "eval=folder", "eval.num_workers=0", "finetune.epochs=1", "finetune.batch_size=4",
+            "scheduler.warmup_steps=1", "merge.alphas=[0,1]", "logger=none", cwd=tmp_path)
+    run_dir = only_run_dir(tmp_path)
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert {r["model"] for r in rows} == {"zeroshot", "finetuned", "wiseft"}
+    assert all(r["n/test"] == 4 for r in rows)
+    meta = json.loads((run_dir / "checkpoints" / "zeroshot" / "meta.json").read_text())
+    assert meta["classnames"] == ["blue thing", "red thing"]
+
+
+def test_missing_data_fails_before_training_with_the_layout_not_a_traceback(tmp_path):
+    proc = run_cli("model=tiny_random", "data=imagenet", "eval=imagenet_shifts", f"paths.data_root={tmp_path / 'none'}",
+                   "logger=none", cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert "Expected layout" in proc.stderr + proc.stdout and "Traceback" not in proc.stderr + proc.stdout
+    run_dir = only_run_dir(tmp_path)
+    assert "DataLayoutError" in (run_dir / "error.log").read_text()
+    assert not (run_dir / "checkpoints").exists()

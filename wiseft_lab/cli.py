@@ -8,6 +8,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import wiseft_lab.search  # noqa: F401  (registers the ${draw:...} resolver of random searches)
+
 log = logging.getLogger("wiseft_lab")
 
 
@@ -22,9 +24,14 @@ def config_dir() -> str:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from wiseft_lab.errors import UserFacingError
     from wiseft_lab.runner import run
 
-    outputs = run(cfg)
+    try:
+        outputs = run(cfg)
+    except UserFacingError:
+        # the runner has logged the message (it says how to fix the run) and saved the traceback in error.log
+        raise SystemExit(1) from None
     lines = [f"Run directory: {outputs['run_dir']}"]
     for key, label in (("summary", "Table"), ("plot", "Plot"), ("results", "Results")):
         if key in outputs:

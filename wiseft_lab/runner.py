@@ -190,7 +190,9 @@ class Pipeline:
             if held is None:
                 return None
             transform = self.bundle().preprocess_val
-            key = digest("holdout", OmegaConf.to_yaml(self.cfg.data), self.cfg.seed, repr(transform))
+            # the split depends on data.holdout_seed, not on the training seed: a sweep's jobs share one cache entry
+            key = digest("holdout", OmegaConf.to_yaml(self.cfg.data), self.cfg.data.get("holdout_seed", 0),
+                         repr(transform))
             self._holdout_suite = EvalSuite.build(
                 HOLDOUT, {HOLDOUT: lambda transform: self._splits(transform)[1]}, transform,
                 cache_keys={HOLDOUT: key}, max_cache_bytes=float(self.cfg.eval.cache_max_gb) * 1e9,
@@ -426,7 +428,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         outputs = Pipeline(cfg, run_dir, logger).run()
     except BaseException as err:
         atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))
-        log.error("Run failed (%s); traceback in %s", err, run_dir / "error.log")
+        log.error("Run failed: %s\n(full traceback: %s)", err, run_dir / "error.log")
         if logger is not None:
             logger.close(exit_code=1)
         raise

@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from wiseft_lab.errors import UserFacingError
+
 log = logging.getLogger(__name__)
 
 METADATA_DIR = Path(__file__).parent / "metadata"
@@ -27,7 +29,7 @@ ROOT_HINT = ("Set the data root with paths.data_root=<dir> (or the environment v
              "or point this data set at its directory with its `path` option.")
 
 
-class DataLayoutError(FileNotFoundError):
+class DataLayoutError(UserFacingError, FileNotFoundError):
     """A data set is missing or not laid out as expected; the message shows the expected layout."""
 
 

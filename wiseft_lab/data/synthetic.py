@@ -464,6 +464,16 @@ _CAPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+_PLAIN_CAPTIONS: dict[str, tuple[str, ...]] = {
+    "photo": ("a photo of a {}.", "a {}."),
+    "sketch": ("a sketch of a {}.", "a drawing of a {}."),
+    "cartoon": ("a cartoon {}.", "a drawing of a {}."),
+    "painting": ("a painting of a {}.", "a {}."),
+    "clutter": ("a {} among other objects.", "a {}."),
+}
+PLAIN_CAPTION_RATE = 0.7
+
+
 def caption(classname_index: int, style: str, rng: np.random.Generator) -> str:
     """A varied natural caption of class ``classname_index`` in ``style`` for contrastive pretraining.
 
@@ -476,7 +486,10 @@ def caption(classname_index: int, style: str, rng: np.random.Generator) -> str:
     lo, hi = _SCALES[style]
     third = (hi - lo) / 3
     size = "small" if attrs.scale < lo + third else "large" if attrs.scale > hi - third else ""
-    options = _CAPTIONS[style]
+    # Mostly the plain prompts of the zero-shot head: colour/size words are true but easy to match, and
+    # too many of them make a tiny CLIP spend its capacity on colour instead of on the object's shape.
+    plain = rng.random() < PLAIN_CAPTION_RATE
+    options = _PLAIN_CAPTIONS[style] if plain else _CAPTIONS[style]
     text = options[int(rng.integers(len(options)))]
     text = text.replace("{c}", attrs.color).replace("{i}", attrs.ink).replace("{s}", size)
     return " ".join(text.format(CLASSNAMES[classname_index]).split())
@@ -513,6 +526,11 @@ class SyntheticShapes(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return self.n_per_class * len(CLASSNAMES)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """All labels without rendering a single image (splits and few-shot sampling read these)."""
+        return np.arange(len(self), dtype=np.int64) % len(CLASSNAMES)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         if not 0 <= index < len(self):

@@ -12,11 +12,17 @@ from typing import Any
 import open_clip
 import torch
 
+from wiseft_lab.errors import UserFacingError
+
 log = logging.getLogger(__name__)
 
 ARCH_DIR = Path(__file__).parent / "arch"
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 DEMO_CHECKPOINT = ASSETS_DIR / "demo_clip.safetensors"
+
+
+class WeightsUnavailableError(UserFacingError, RuntimeError):
+    """Pretrained weights could not be fetched (offline, or an unknown tag); the message shows the local-file way."""
 
 
 @dataclass
@@ -94,7 +100,7 @@ def create_clip(
         )
     except RuntimeError as err:
         if weights is not None and not Path(weights).exists():
-            raise RuntimeError(
+            raise WeightsUnavailableError(
                 f"Could not fetch pretrained weights {weights!r} for {arch!r} (no network, or the tag is "
                 f"unknown: {err}). Download them where you have a connection and pass the local file, e.g. "
                 f"model.pretrained=/path/to/open_clip_model.safetensors; tags known for this architecture: "

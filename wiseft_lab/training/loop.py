@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from wiseft_lab.errors import UserFacingError
 from wiseft_lab.io import read_json, write_json, write_safetensors
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserFacingError, RuntimeError):
     """Training produced a NaN/inf loss; the last good checkpoint is left untouched."""
 
 
