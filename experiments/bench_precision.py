@@ -11,7 +11,7 @@ import time
 import torch
 
 from wiseft_lab.models.factory import create_clip
-from wiseft_lab.training.loop import autocast, resolve_precision
+from wiseft_lab.precision import autocast, resolve_precision
 
 
 def timed(fn, repeats: int) -> float:

@@ -48,7 +48,6 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -56,6 +55,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from wiseft_lab.data import synthetic  # noqa: E402
+from wiseft_lab.io import write_json, write_safetensors  # noqa: E402
+from wiseft_lab.models.zeroshot import zeroshot_weights  # noqa: E402
+from wiseft_lab.training.schedules import warmup_cosine_factor  # noqa: E402
+from wiseft_lab.weight_space.interpolate import interpolate  # noqa: E402
 
 ARCH = "wiseft-demo-clip"
 ARCH_DIR = REPO / "wiseft_lab" / "models" / "arch"
@@ -128,14 +131,9 @@ def normalize_images(images: torch.Tensor, model: nn.Module) -> torch.Tensor:
     return (images.float() / 255.0 - mean) / std
 
 
-@torch.no_grad()
 def zeroshot_head(model: nn.Module, tokenizer, templates: Sequence[str] = synthetic.TEMPLATES) -> torch.Tensor:
-    """``[classes, dim]`` unit class embeddings: mean of normalised template embeddings, renormalised."""
-    rows = []
-    for name in synthetic.CLASSNAMES:
-        emb = model.encode_text(tokenizer([t.format(name) for t in templates]), normalize=True).float()
-        rows.append(F.normalize(emb.mean(0), dim=0))
-    return torch.stack(rows)
+    """``[classes, dim]`` unit class embeddings: the pipeline's zero-shot head without the logit scale."""
+    return F.normalize(zeroshot_weights(model, tokenizer, synthetic.CLASSNAMES, list(templates)), dim=-1)
 
 
 @torch.no_grad()
@@ -166,9 +164,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    """The pipeline's warm-up + cosine schedule (WiSE-FT's ``cosine_lr``)."""
+    return base * warmup_cosine_factor(step, warmup, total)
 
 
 def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
@@ -268,7 +265,7 @@ def finetune_check(model: nn.Module, tokenizer, tests: dict, train: tuple[torch.
     theta0, theta1 = zs.state_dict(), ft.state_dict()
     probe = copy.deepcopy(zs)
     for alpha in args.alphas:
-        probe.load_state_dict({k: (1 - alpha) * theta0[k] + alpha * theta1[k] for k in theta0})
+        probe.load_state_dict(interpolate(theta0, theta1, alpha))
         accs = {s: round(accuracy(lambda x, p=probe: p.visual(x), model, probe.head, *tests[s]), 2)
                 for s in tests}
         accs["shift_avg"] = round(float(np.mean([accs[s] for s in synthetic.SHIFT_STYLES])), 2)
@@ -354,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         before = with_shift_avg(zeroshot_accuracies(model, tokenizer, tests))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(args.out), metadata={"arch": ARCH, "format": "pt"})
+        write_safetensors(args.out, state, metadata={"arch": ARCH, "format": "pt"})
     # the shipped numbers are those of the checkpoint as the demo loads it: fp16 weights -> fp32 model
     reloaded = open_clip.create_model(ARCH, pretrained=str(args.out))
     zeroshot = with_shift_avg(zeroshot_accuracies(reloaded, tokenizer, tests))
@@ -391,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print_table(f"WiSE-FT path after fine-tuning on {check['train_images']} photos "
                     f"({check['seconds']}s)", {f"alpha={a}": v for a, v in check["alphas"].items()})
         meta["finetune_check"] = check
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(meta_path, meta)
     print(f"\nwrote {args.out} ({args.out.stat().st_size / 2**20:.2f} MiB) and {meta_path}; "
           f"total {time.time() - t_start:.0f}s")
 

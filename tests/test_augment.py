@@ -147,3 +147,24 @@ def test_end_to_end_fine_tuning_applies_both_and_is_reproducible(tmp_path, monke
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # same seed, same augmentations
     assert any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
     assert calls == {"randaugment": 2 * images, "mixup": 2 * batches}  # the plain run used neither
+
+
+def test_coop_train_transform_crops_widely_flips_and_normalises_like_eval(tiny_bundle):
+    from wiseft_lab.training.augment import coop_train_transform
+
+    transform = coop_train_transform(tiny_bundle.preprocess_val)
+    crop = transform.transforms[0]
+    assert isinstance(crop, T.RandomResizedCrop) and crop.scale == (0.08, 1.0)
+    assert crop.interpolation == T.InterpolationMode.BICUBIC
+    assert any(isinstance(step, T.RandomHorizontalFlip) for step in transform.transforms)
+    image = Image.new("L", (50, 40), 128)   # grey: RGB conversion, then the eval transform's normalisation
+    assert torch.allclose(transform(image), tiny_bundle.preprocess_val(image.convert("RGB")))
+
+
+def test_drop_last_drops_only_a_partial_batch_of_a_set_that_has_a_full_one():
+    from wiseft_lab.training.methods import epoch_loader
+
+    data = torch.utils.data.TensorDataset(torch.arange(10))
+    assert len(epoch_loader(data, 4, 0, seed=0, drop_last=True)(0)) == 2
+    assert len(epoch_loader(data, 4, 0, seed=0)(0)) == 3
+    assert len(epoch_loader(data, 16, 0, seed=0, drop_last=True)(0)) == 1   # smaller than a batch: kept

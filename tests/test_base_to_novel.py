@@ -10,12 +10,12 @@ from torch.utils.data import TensorDataset
 
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.splits import few_shot
+from wiseft_lab.evaluation.metrics import harmonic_mean
 from wiseft_lab.evaluation.suite import EvalSuite
 from wiseft_lab.reporting.base_to_novel import markdown, summarize
 from wiseft_lab.training.base_to_novel import (
     class_subset,
     evaluate_with_set_heads,
-    harmonic_mean,
     split_classes,
     subsample_classes,
 )

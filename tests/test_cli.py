@@ -137,6 +137,10 @@ def test_resume_true_continues_an_interrupted_run(tmp_path):
     assert (first / "checkpoints/epoch_002/trainer_state.json").is_file()
     resumed_meta = tmp_path / "outputs/smoke/runs/resumed/checkpoints/finetuned/meta.json"
     assert json.loads(resumed_meta.read_text())["epoch"] == 2
+    # the interrupted run is finished now: a later resume=true must not pick it up again
+    again = run_cli("experiment=smoke", "logger=none", "stages=[finetune]", "resume=true",
+                    "hydra.run.dir=outputs/smoke/runs/later", cwd=tmp_path)
+    assert "no interrupted run" in again.stdout + again.stderr
 
 
 def test_own_image_folders_from_the_readme(tmp_path):
@@ -169,3 +173,24 @@ def test_missing_data_fails_before_training_with_the_layout_not_a_traceback(tmp_
     run_dir = only_run_dir(tmp_path)
     assert "DataLayoutError" in (run_dir / "error.log").read_text()
     assert not (run_dir / "checkpoints").exists()
+
+
+def test_a_terminated_run_records_why_and_keeps_its_epoch_checkpoints(tmp_path):
+    """SIGTERM (a scheduler's pre-emption) still writes error.log; the epoch checkpoints stay for resume=true."""
+    import os
+    import signal
+    import time
+
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, "-m", "wiseft_lab", "experiment=smoke", "logger=none", "stages=[finetune]",
+            "data.dataset.n_per_class=100", "finetune.epochs=50"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("outputs/smoke/runs/*/checkpoints/epoch_001/trainer_state.json")):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    run_dir = only_run_dir(tmp_path)
+    assert "SystemExit" in (run_dir / "error.log").read_text()
+    assert not (run_dir / "checkpoints" / "finetuned").exists()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from wiseft_lab.models.factory import create_clip
+from wiseft_lab.models.factory import create_clip, is_torchscript
 
 
 def test_custom_architectures_are_registered():
@@ -34,3 +34,27 @@ def test_clear_errors(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(RuntimeError, match=r"model.pretrained=/path/to/open_clip_model.safetensors"):
         create_clip("ViT-B-32", "openai")
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated, but it is how OpenAI ships CLIP
+def test_openai_torchscript_files_load(tmp_path):
+    """OpenAI's release format (a TorchScript archive) is refused by torch.load(weights_only=True); it loads here."""
+    source = create_clip("wiseft-tiny-vit").model.eval()
+    path = tmp_path / "ViT-tiny.pt"
+    torch.jit.save(torch.jit.script(source), str(path))
+    assert is_torchscript(str(path))
+    loaded = create_clip("wiseft-tiny-vit", str(path)).model.eval()
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_a_checkpoint_is_evaluated_with_the_preprocessing_it_recorded():
+    from wiseft_lab.models.factory import with_eval_preprocess
+
+    bundle = create_clip("wiseft-tiny-vit")
+    recorded = {**bundle.model.visual.preprocess_cfg, "resize_mode": "squash", "mean": [0.5, 0.5, 0.5]}
+    transform = with_eval_preprocess(bundle, recorded).preprocess_val
+    steps = [type(step).__name__ for step in transform.transforms]
+    assert "CenterCrop" not in steps   # squash resizes straight to the size, no crop
+    assert tuple(transform.transforms[-1].mean) == (0.5, 0.5, 0.5)
+    assert with_eval_preprocess(bundle, None) is bundle

@@ -77,10 +77,10 @@ def test_smoke_twin_runs_the_same_pipeline(smoke):
 
 PAPER = {
     # preset: (arch, method, lr, shots)
-    "wiseft_vit_l14_336_e2e": ("ViT-L-14-336", "e2e", 3e-5, None),
-    "wiseft_vit_l14_336_lc": ("ViT-L-14-336", "lc", 3e-5, None),
-    "wiseft_vit_b16_e2e": ("ViT-B-16", "e2e", 3e-5, None),
-    "wiseft_vit_b16_lc_16shot": ("ViT-B-16", "lc", 1e-5, 16),
+    "wiseft_vit_l14_336_e2e": ("ViT-L-14-336-quickgelu", "e2e", 3e-5, None),
+    "wiseft_vit_l14_336_lc": ("ViT-L-14-336-quickgelu", "lc", 3e-5, None),
+    "wiseft_vit_b16_e2e": ("ViT-B-16-quickgelu", "e2e", 3e-5, None),
+    "wiseft_vit_b16_lc_16shot": ("ViT-B-16-quickgelu", "lc", 1e-5, 16),
 }
 SHIFTS = {"imagenet", "imagenet_v2", "imagenet_r", "imagenet_sketch", "objectnet", "imagenet_a"}
 
@@ -107,7 +107,7 @@ COOP = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "flowers102", 
 
 def test_b2n_preset_is_the_clipfit_protocol():
     cfg = compose_cfg("experiment=b2n", "data=dtd", hydra_config=True)
-    assert cfg.model.arch == "ViT-B-16" and cfg.finetune.method == "clipfit"
+    assert cfg.model.arch == "ViT-B-16-quickgelu" and cfg.finetune.method == "clipfit"
     assert cfg.data.shots == 16 and cfg.data.classes == "base" and cfg.finetune.epochs == 100
     assert {ds.classes for ds in cfg.eval.datasets.values()} == {"base", "novel"}
     params = cfg.hydra.sweeper.params
@@ -160,7 +160,8 @@ def test_soups_search_draws_every_searched_value_from_the_seed():
     for seed, cfg in enumerate(configs):
         for key, args in SEARCH.items():
             assert OmegaConf.select(cfg, key) == draw(seed, *args), (seed, key)
-        assert cfg.model.arch == "ViT-B-32" and cfg.finetune.method == "lpft" and cfg.data.holdout_fraction == 0.02
+        assert cfg.model.arch == "ViT-B-32-quickgelu" and cfg.finetune.method == "lpft"
+        assert cfg.data.holdout_fraction == 0.02
     assert len({c.optimizer.lr for c in configs}) == 8
     assert any(c.finetune.randaugment for c in configs) and any(c.finetune.mixup_alpha for c in configs)
     # a command-line value still wins over the draw

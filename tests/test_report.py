@@ -39,7 +39,7 @@ def result(model: str, alpha: float | None, accs: dict[str, float], **extra) -> 
 
 
 def write_run(directory: Path, rows: list[dict], method: str | None = None, seed: int = 0,
-              arch: str = "ViT-L-14-336") -> Path:
+              arch: str = "ViT-L-14-336-quickgelu") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if method is not None:
@@ -148,7 +148,7 @@ def test_soups_table_reads_the_soup_rows(tmp_path):
             result("ingredient", None, uniform(0.75), ingredient="1", best_individual=False, n_ingredients=1),
             result("ingredient", None, uniform(0.74), ingredient="2", best_individual=False, n_ingredients=1),
             result("ensemble", None, uniform(0.82), n_ingredients=3)]
-    run = write_run(tmp_path / "soup", rows, method="e2e", arch="ViT-B-32")
+    run = write_run(tmp_path / "soup", rows, method="e2e", arch="ViT-B-32-quickgelu")
     built, written = report("soups_vit_b32", [run], tmp_path / "out")
     assert cells(built, "best_individual")["IN"].values == [79.0]
     assert cells(built, "uniform_soup")["avg_shifts"].values == pytest.approx([(80 * 3 + 30 + 80) / 5])
@@ -159,7 +159,7 @@ def test_soups_table_reads_the_soup_rows(tmp_path):
     ensemble = next(line for line in built.lines if line.spec["key"] == "ensemble")
     assert ensemble.difference("IN") == pytest.approx(82.0 - 81.19) and "| Δ | +0.81 | +31.23 |" in text
     assert written["figure"].is_file() and written["figure"].stat().st_size > 10_000
-    assert not any("model.arch" in n for n in built.notes)  # ViT-B-32 is the table's model
+    assert not any("model.arch" in n for n in built.notes)  # ViT-B-32-quickgelu is the table's model
 
 
 def test_base_to_novel_table_from_handwritten_rows_and_from_a_run_config(tmp_path):

@@ -23,7 +23,7 @@ def config_dir() -> str:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> None:
     from wiseft_lab.errors import UserFacingError
     from wiseft_lab.runner import run
 
@@ -36,12 +36,13 @@ def main(cfg: DictConfig) -> float | None:
     for key, label in (("summary", "Table"), ("plot", "Plot"), ("results", "Results")):
         if key in outputs:
             lines.append(f"{label}: {outputs[key]}")
-    if outputs.get("wandb"):
+    if outputs.get("wandb_url"):  # online
+        lines.append(f"W&B run: {outputs['wandb_url']}  (files: {outputs['wandb']})")
+    elif outputs.get("wandb"):
         lines.append(f"W&B run: {outputs['wandb']}  (offline runs upload later with `wandb sync <that dir>`)")
     if "summary" in outputs:
         print("\n" + Path(outputs["summary"]).read_text())
     print("\n".join(lines))
-    return None
 
 
 if __name__ == "__main__":

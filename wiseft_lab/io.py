@@ -7,7 +7,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +32,25 @@ def _temporary_sibling(path: Path) -> str:
     return tmp
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` so that ``path`` is either the old file or the complete new one, never half."""
+def _atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """``write(tmp)`` fills a temporary sibling, which is synced and renamed over ``path``: never half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        write(tmp)
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` so that ``path`` is either the old file or the complete new one."""
+    return _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -81,16 +85,8 @@ def write_csv(path: str | Path, rows: list[Mapping[str, Any]]) -> Path:
     return atomic_write_text(path, buffer.getvalue())
 
 
-def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> Path:
+def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor],
+                      metadata: Mapping[str, str] | None = None) -> Path:
     """Atomically write tensors as safetensors (contiguous CPU copies, so views and GPU tensors work)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    tmp = _temporary_sibling(path)
-    try:
-        save_file(data, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return _atomic_write(path, lambda tmp: save_file(data, tmp, metadata=dict(metadata) if metadata else None))

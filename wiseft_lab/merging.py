@@ -1,8 +1,8 @@
 """The merge stage: named strategies that turn checkpoints into models to evaluate.
 
-``merge.kind`` picks a strategy from :data:`MERGES`. A strategy gets a :class:`MergeContext` (its config,
-the endpoints, a held-out scorer) and returns :class:`ModelEntry` items; weights are produced lazily,
-one model at a time, so a sweep never holds more than the models it is combining.
+``merge.kind`` picks a strategy from :data:`MERGES`. A strategy gets a :class:`MergeContext` (its config, the
+endpoints, held-out scorers for any checkpoint's architecture) and returns :class:`ModelEntry` items; weights are
+produced lazily, one model at a time, so a sweep never holds more than the models it is combining.
 """
 
 from __future__ import annotations
@@ -42,8 +42,6 @@ class MergeContext:
     finetuned: Path | None
     run_dir: Path
     device: torch.device
-    # Top-1 of a state dict on the held-out split (None when the run has no held-out data).
-    score_holdout: Callable[[StateDict], float] | None = None
     log_metrics: Callable[[dict, int | None], None] = lambda metrics, step=None: None
     # For merges of checkpoints other than the endpoints (soups). A merge that has no endpoint sets
     # ``template``: the checkpoint whose architecture and metadata its models share.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import signal
 import traceback
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,13 @@ from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.layouts import check_data_layouts
 from wiseft_lab.data.splits import carve
 from wiseft_lab.evaluation.suite import AVG_SHIFTS, EvalSuite, evaluate
-from wiseft_lab.io import atomic_write_text, write_csv, write_jsonl
+from wiseft_lab.io import atomic_write_text, write_csv, write_json, write_jsonl
 from wiseft_lab.merging import MergeContext, ModelEntry, cached_loader, get_merge
 from wiseft_lab.models.checkpoint import classifier_from_state, load_state_dict, read_meta, save_checkpoint
 from wiseft_lab.models.classifier import ImageClassifier
-from wiseft_lab.models.factory import ClipBundle, create_clip
+from wiseft_lab.models.factory import ClipBundle, create_clip, with_eval_preprocess
 from wiseft_lab.models.zeroshot import build_zeroshot_head, fill_template, resolve_templates
+from wiseft_lab.precision import resolve_precision
 from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.plots import wiseft_curve
 from wiseft_lab.reporting.run_info import write_run_info
@@ -37,7 +39,7 @@ from wiseft_lab.reporting.soups import soup_report
 from wiseft_lab.reporting.tables import result_row, summary_markdown
 from wiseft_lab.soups import pool_group
 from wiseft_lab.training.base_to_novel import evaluate_with_set_heads, subsample_classes
-from wiseft_lab.training.loop import LoopConfig, latest_epoch_dir, resolve_precision
+from wiseft_lab.training.loop import LoopConfig, latest_epoch_dir
 from wiseft_lab.training.methods import (
     TRAINABLE,
     FinetuneJob,
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("finetune", "merge", "evaluate")
 HOLDOUT = "holdout"
+RESUMED_BY = "resumed_by.json"  # in an interrupted run's checkpoints/, once another run has finished it
 
 
 def seed_everything(seed: int) -> None:
@@ -180,8 +183,10 @@ class Pipeline:
         if self._skeleton is None:
             meta = read_meta(checkpoint)
             self._skeleton_meta = meta
-            bundle = self._bundle or self.bundle(meta["arch"])
-            self._skeleton = classifier_from_state(bundle.model, load_state_dict(checkpoint), meta).to(self.device)
+            if self._bundle is None:  # a checkpoint evaluated or merged on its own: its own eval preprocessing
+                self._bundle = with_eval_preprocess(self.bundle(meta["arch"]), meta.get("preprocess"))
+            state = load_state_dict(checkpoint)
+            self._skeleton = classifier_from_state(self._bundle.model, state, meta).to(self.device)
         return self._skeleton
 
     def holdout_suite(self) -> EvalSuite | None:
@@ -191,8 +196,8 @@ class Pipeline:
                 return None
             transform = self.bundle().preprocess_val
             # the split depends on data.holdout_seed, not on the training seed: a sweep's jobs share one cache entry
-            key = digest("holdout", OmegaConf.to_yaml(self.cfg.data), self.cfg.data.get("holdout_seed", 0),
-                         repr(transform))
+            key = digest("holdout", OmegaConf.to_yaml(self.cfg.data, resolve=True),
+                         self.cfg.data.get("holdout_seed", 0), repr(transform))
             self._holdout_suite = EvalSuite.build(
                 HOLDOUT, {HOLDOUT: lambda transform: self._splits(transform)[1]}, transform,
                 cache_keys={HOLDOUT: key}, max_cache_bytes=float(self.cfg.eval.cache_max_gb) * 1e9,
@@ -254,6 +259,8 @@ class Pipeline:
             self.logger.summary(metrics)
         save_checkpoint(self.ckpt_dir / "finetuned", model,
                         {**job.meta, "epoch": ft.epochs, "metrics": metrics})
+        if resume is not None and resume != self.ckpt_dir:  # the interrupted run is finished now: not resumable
+            write_json(resume / RESUMED_BY, {"run_dir": str(self.run_dir)})
         log.info("Fine-tuned checkpoint: %s", self.ckpt_dir / "finetuned")
 
     def _resume_dir(self) -> Path | None:
@@ -275,7 +282,8 @@ class Pipeline:
             return self.ckpt_dir  # in a multirun, re-use the sweep dir (hydra.sweep.dir=...) to resume each job
         for run in sorted(self.run_dir.parent.iterdir(), reverse=True):
             ckpts = run / "checkpoints"
-            if run != self.run_dir and latest_epoch_dir(ckpts) and not (ckpts / "finetuned" / "meta.json").is_file():
+            finished = (ckpts / "finetuned" / "meta.json").is_file() or (ckpts / RESUMED_BY).is_file()
+            if run != self.run_dir and latest_epoch_dir(ckpts) and not finished:
                 log.info("resume=true: continuing the interrupted run %s", run)
                 return ckpts
         log.warning("resume=true but no interrupted run of task %r found: training from scratch", self.cfg.task_name)
@@ -285,8 +293,8 @@ class Pipeline:
         if self.cfg.finetune.method not in ("lc", "lpft"):
             return None
         bundle = self.bundle()
-        key = digest(bundle.arch, weights_identity(bundle.pretrained), OmegaConf.to_yaml(self.cfg.data),
-                     self.cfg.seed, repr(bundle.preprocess_val))
+        key = digest(bundle.arch, weights_identity(bundle.pretrained), OmegaConf.to_yaml(self.cfg.data, resolve=True),
+                     self.cfg.seed, repr(bundle.preprocess_val), self.precision)
         return Path(self.cfg.paths.cache_dir) / "features" / f"{key}.safetensors"
 
     def endpoint(self, name: str) -> Path | None:
@@ -305,7 +313,6 @@ class Pipeline:
         if "merge" in self.cfg.stages:
             template = zeroshot or finetuned
             ctx = MergeContext(self.cfg.merge, zeroshot, finetuned, self.run_dir, self.device,
-                               score_holdout=self._state_scorer(template) if template else None,
                                log_metrics=self.logger.log, run_cfg=self.cfg, precision=self.precision,
                                scorer_for=self._state_scorer, skeleton=self.skeleton, holdout=self._holdout_set)
             merged = get_merge(self.cfg.merge.kind)(ctx)
@@ -414,6 +421,18 @@ def final_metrics(rows: list[dict]) -> dict[str, Any]:
     return out
 
 
+def _raise_on_sigterm():
+    """Turn SIGTERM (a scheduler's pre-emption, ``kill``) into an exception, so a killed job still writes its
+    error.log and finishes its W&B run; returns the previous handler (None off the main thread)."""
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job: set up the run dir and logger, run the pipeline, always close the logger."""
     run_dir = run_dir_from_hydra(cfg)
@@ -422,6 +441,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
                    {"run_dir": str(run_dir), "stages": list(cfg.stages)})
     logger = None
+    previous_handler = _raise_on_sigterm()
     try:
         logger = create_logger(cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True),
                                group=sweep_group() or pool_group(cfg), name=f"{cfg.task_name}-{run_dir.name}")
@@ -432,7 +452,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if logger is not None:
             logger.close(exit_code=1)
         raise
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     logger.close(exit_code=0)
     outputs["run_dir"] = run_dir
     outputs["wandb"] = logger.directory
+    outputs["wandb_url"] = logger.url
     return outputs

@@ -39,7 +39,6 @@ def hash_order(indices: np.ndarray, seed: int, salt: str) -> np.ndarray:
     return indices[np.argsort(np.array([int.from_bytes(k, "big") for k in keys], dtype=np.uint64), kind="stable")]
 
 
-_hash_order = hash_order  # the earlier private name
 
 
 def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,10 +9,6 @@ from wiseft_lab.data.layouts import metadata
 from wiseft_lab.models.zeroshot import TEMPLATE_SETS, register_templates
 
 
-def clip_template_names() -> list[str]:
-    return [f"clip_{name}" for name in metadata("clip_templates")["templates"]]
-
-
 def register_clip_templates() -> None:
     """Idempotent: ``clip_dtd``, ``clip_eurosat``, ``clip_cifar10``, ... (see ``metadata/clip_templates.json``)."""
     for name, entry in metadata("clip_templates")["templates"].items():

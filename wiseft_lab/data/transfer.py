@@ -328,6 +328,10 @@ def _resolve(name: str, split: str, root, path, protocol: str) -> _Source:
         return _Source(spec, "coop", coop)
     marker = Path(root).expanduser() / spec.torchvision_marker if root and spec.torchvision_marker else None
     if protocol in ("auto", "torchvision") and marker is not None and marker.exists():
+        if protocol == "auto" and spec.coop_split_file is not None:
+            log.warning("%s: CoOp's split file %s is not there, so the official splits are read through torchvision: "
+                        "numbers are not comparable with CoOp-family tables (protocol=coop makes this an error).",
+                        spec.title, Path(coop) / spec.coop_split_file)
         return _Source(spec, "torchvision", Path(root).expanduser())
     layouts = {"coop": spec.coop_layout, "torchvision": spec.torchvision_layout}
     wanted = [p for p in ("coop", "torchvision") if protocol in ("auto", p) and layouts[p]]

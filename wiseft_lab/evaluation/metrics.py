@@ -23,3 +23,8 @@ def average_over(metrics: Mapping[str, float], datasets: Sequence[str], metric: 
     """Unweighted mean of ``<dataset>/<metric>`` over ``datasets`` (the papers' "avg shifts"); None if empty."""
     values = [metrics[f"{name}/{metric}"] for name in datasets]
     return sum(values) / len(values) if values else None
+
+
+def harmonic_mean(base: float, novel: float) -> float:
+    """Base-to-novel's summary, ``2 B N / (B + N)``; 0 when both are 0."""
+    return 2 * base * novel / (base + novel) if base + novel > 0 else 0.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from wiseft_lab.data.base import TaskData, project_logits
 from wiseft_lab.data.cache import PreparedSet, SplitTransform, prepare, split_transform
 from wiseft_lab.evaluation.metrics import average_over, top1
 from wiseft_lab.io import write_safetensors
+from wiseft_lab.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,6 @@ class EvalSuite:
         return cls(reference, {n: PreparedSet(n, d, identity) for n, d in datasets.items()})
 
 
-def autocast_context(device: torch.device, precision: str):
-    """bf16 autocast for ``precision='bf16'``; fp32 otherwise."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -106,7 +99,7 @@ def evaluate(
             batches = tqdm(batches, desc=f"eval {name}", leave=False, unit="batch",
                            total=-(-len(prepared) // batch_size))
         for images, y in batches:
-            with autocast_context(device, precision):
+            with autocast(device, precision):
                 logits = model(images)
             raw.append(logits.float().cpu())
             labels.append(torch.as_tensor(y))

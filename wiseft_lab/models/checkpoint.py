@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from wiseft_lab.io import read_json, write_json, write_safetensors
@@ -51,16 +50,6 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
 def load_state_dict(directory: str | Path, device: str | torch.device = "cpu") -> StateDict:
     read_meta(directory)  # fails with a clear message when the directory is not a checkpoint
     return load_file(Path(directory) / WEIGHTS_FILE, device=str(device))
-
-
-def checkpoint_keys(directory: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Key -> (shape, dtype) without reading any tensor data (for cheap compatibility checks)."""
-    with safe_open(Path(directory) / WEIGHTS_FILE, framework="pt") as handle:
-        out = {}
-        for key in handle.keys():
-            info = handle.get_slice(key)
-            out[key] = (tuple(info.get_shape()), info.get_dtype())
-        return out
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[ImageClassifier, dict]:

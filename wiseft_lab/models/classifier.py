@@ -36,10 +36,6 @@ class ImageClassifier(nn.Module):
         self.clip = clip if keep_text else drop_text_tower(clip)
         self.head = head
 
-    @property
-    def keeps_text(self) -> bool:
-        return has_text_tower(self.clip)
-
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.clip.encode_image(images)
 

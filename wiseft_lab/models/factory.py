@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -69,6 +71,26 @@ def resolve_pretrained(pretrained: str | None) -> str | None:
     return str(pretrained)
 
 
+def is_torchscript(path: str) -> bool:
+    """OpenAI's own ``ViT-B-32.pt``-style downloads are TorchScript archives (a zip holding ``constants.pkl``)."""
+    if not Path(path).is_file() or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())
+
+
+def load_torchscript_weights(model: torch.nn.Module, path: str, arch: str) -> None:
+    """Load a TorchScript CLIP (OpenAI's release format, which ``torch.load(weights_only=True)`` refuses) strictly."""
+    state = torch.jit.load(path, map_location="cpu").state_dict()
+    non_persistent = {name for name, _ in model.named_buffers()} - set(model.state_dict())  # e.g. attn_mask
+    for extra in ("input_resolution", "context_length", "vocab_size", *non_persistent):  # not weights
+        state.pop(extra, None)
+    model.load_state_dict(state)
+    if "quickgelu" not in arch.lower() and not open_clip.get_model_config(arch).get("quick_gelu", False):
+        log.warning("%s is a TorchScript (OpenAI) checkpoint: OpenAI trained CLIP with QuickGELU, but %s uses GELU; "
+                    "use the architecture %s-quickgelu for the published behaviour.", path, arch, arch)
+
+
 def create_clip(
     arch: str,
     pretrained: str | None = None,
@@ -90,14 +112,17 @@ def create_clip(
             f"Custom architecture JSONs can be added to {ARCH_DIR}."
         )
     weights = resolve_pretrained(pretrained)
+    torchscript = weights is not None and is_torchscript(weights)
     quiet = _QuietRandomInit()
-    if weights is None:
+    if weights is None or torchscript:
         logging.getLogger().addFilter(quiet)
     try:
         model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            arch, pretrained=weights, precision=precision, device=device, cache_dir=cache_dir,
-            aug_cfg=aug_cfg or {},
+            arch, pretrained=None if torchscript else weights, precision=precision, device=device,
+            cache_dir=cache_dir, aug_cfg=aug_cfg or {},
         )
+        if torchscript:
+            load_torchscript_weights(model, weights, arch)
     except RuntimeError as err:
         if weights is not None and not Path(weights).exists():
             raise WeightsUnavailableError(
@@ -112,3 +137,17 @@ def create_clip(
     tokenizer = open_clip.get_tokenizer(arch)
     log.info("Created %s (weights: %s)", arch, weights or "random init")
     return ClipBundle(model, preprocess_train, preprocess_val, tokenizer, arch, weights)
+
+
+def with_eval_preprocess(bundle: ClipBundle, preprocess: dict[str, Any] | None) -> ClipBundle:
+    """``bundle`` with the eval transform a checkpoint recorded (open_clip's ``preprocess_cfg`` of its weights).
+
+    A skeleton built from the architecture name alone gets the architecture's default preprocessing, which some
+    pretrained tags override (e.g. ``resize_mode: squash``); evaluating the checkpoint must use the recorded one.
+    """
+    if not preprocess:
+        return bundle
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    cfg = PreprocessCfg(**{k: tuple(v) if isinstance(v, list) else v for k, v in preprocess.items()})
+    return dataclasses.replace(bundle, preprocess_val=image_transform_v2(cfg, is_train=False))

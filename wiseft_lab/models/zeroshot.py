@@ -60,6 +60,20 @@ class ClassificationHead(nn.Linear):
         return super().forward(features)
 
 
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def class_weights(text_features: torch.Tensor, num_classes: int, logit_scale: torch.Tensor) -> torch.Tensor:
+    """The zero-shot head's formula on class-major prompt embeddings ``[classes * templates, dim]``.
+
+    Each prompt embedding is normalised, averaged over the templates of its class, normalised again and
+    scaled by ``logit_scale.exp()`` (differentiable: the text-head methods train through it).
+    """
+    per_class = normalize(text_features.float()).view(num_classes, -1, text_features.shape[-1]).mean(dim=1)
+    return normalize(per_class) * logit_scale.exp().float()
+
+
 @torch.no_grad()
 def zeroshot_weights(
     model: nn.Module,
@@ -71,13 +85,10 @@ def zeroshot_weights(
     templates = resolve_templates(templates)
     device = next(model.parameters()).device
     rows = []
-    for classname in classnames:
+    for classname in classnames:  # one class at a time: 1000 classes x 80 templates would not fit at once
         tokens = tokenizer([fill_template(t, classname) for t in templates]).to(device)
-        embeddings = model.encode_text(tokens).float()
-        embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
-        mean = embeddings.mean(dim=0)
-        rows.append(mean / mean.norm())
-    return torch.stack(rows) * model.logit_scale.exp().float()
+        rows.append(class_weights(model.encode_text(tokens), 1, model.logit_scale))
+    return torch.cat(rows)
 
 
 def build_zeroshot_head(

@@ -17,9 +17,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from wiseft_lab.evaluation.metrics import harmonic_mean
 from wiseft_lab.io import atomic_write_text, read_jsonl, write_json
 from wiseft_lab.reporting.tables import markdown_table
-from wiseft_lab.training.base_to_novel import harmonic_mean
 
 COOP_ORDER = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "flowers102", "food101", "fgvc_aircraft",
               "sun397", "dtd", "eurosat", "ucf101")

@@ -38,7 +38,7 @@ def resolve_wandb_mode(configured: str) -> str:
     """``WANDB_MODE`` in the environment wins over the config (the W&B convention users expect)."""
     mode = os.environ.get("WANDB_MODE") or configured
     if mode not in {"online", "offline", "disabled", "dryrun", "run"}:
-        raise ValueError(f"logger.mode must be online, offline or disabled, not {mode!r}")
+        raise ValueError(f"logger.mode (or WANDB_MODE) must be online, offline or disabled, not {mode!r}")
     return mode
 
 
@@ -55,7 +55,8 @@ class WandbLogger:
         self.run = wandb.init(project=project, entity=entity, group=group, name=name, job_type=job_type,
                               tags=list(tags), dir=str(run_dir), config=dict(config), mode=mode,
                               reinit="finish_previous")
-        self.directory = str(Path(self.run.dir).parent) if getattr(self.run, "dir", None) else None
+        written = mode != "disabled" and getattr(self.run, "dir", None)  # a disabled run writes no files
+        self.directory = str(Path(self.run.dir).parent) if written else None
         self.url = getattr(self.run, "url", None)
         self.run.define_metric("wiseft/alpha")
         self.run.define_metric("wiseft/*", step_metric="wiseft/alpha")

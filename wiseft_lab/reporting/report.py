@@ -26,6 +26,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from wiseft_lab.evaluation.metrics import harmonic_mean
 from wiseft_lab.evaluation.suite import AVG_SHIFTS
 from wiseft_lab.io import atomic_write_text, read_jsonl, write_csv, write_json
 from wiseft_lab.reporting.published import TableSpec, get_table
@@ -397,10 +398,6 @@ def _b2n_records(runs: Sequence[Run]) -> list[dict[str, Any]]:
     return records
 
 
-def harmonic(base: float, novel: float) -> float:
-    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
-
-
 def build_b2n_report(spec: TableSpec, runs: Sequence[Run], explicit: Mapping[str, str]) -> Report:
     notes: list[str] = []
     records = _b2n_records(runs)
@@ -437,12 +434,12 @@ def build_b2n_report(spec: TableSpec, runs: Sequence[Run], explicit: Mapping[str
                 if per_dataset and len(per_dataset) == len(paper_rows):
                     b, n = mean(p[0] for p in per_dataset), mean(p[1] for p in per_dataset)
                     cells.update({f"{model['key']}/base": Cell([b]), f"{model['key']}/novel": Cell([n]),
-                                  f"{model['key']}/hm": Cell([harmonic(b, n)])})
+                                  f"{model['key']}/hm": Cell([harmonic_mean(b, n)])})
                 elif per_dataset:
                     b, n = mean(p[0] for p in per_dataset), mean(p[1] for p in per_dataset)
                     notes.append(f"{model['label']}: average left missing, only {len(per_dataset)} of "
                                  f"{len(paper_rows)} data sets were run (their mean: base {b:.2f}, novel {n:.2f}, "
-                                 f"HM {harmonic(b, n):.2f})")
+                                 f"HM {harmonic_mean(b, n):.2f})")
         else:
             for model in models:
                 picked = [r for r in records if r["row"] == paper_row["key"] and r["model"] == model["match"]]
@@ -451,7 +448,7 @@ def build_b2n_report(spec: TableSpec, runs: Sequence[Run], explicit: Mapping[str
                 base = Cell([100 * r["base"] for r in picked])
                 novel = Cell([100 * r["novel"] for r in picked])
                 cells.update({f"{model['key']}/base": base, f"{model['key']}/novel": novel,
-                              f"{model['key']}/hm": Cell([harmonic(base.mean, novel.mean)])})
+                              f"{model['key']}/hm": Cell([harmonic_mean(base.mean, novel.mean)])})
                 complete[model["key"]].append((base.mean, novel.mean))
         published = {f"{m}/{c}": v for m, cols in paper_row.get("values", {}).items() for c, v in cols.items()}
         lines.append(Line(paper_row, cells, published))

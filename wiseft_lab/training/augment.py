@@ -65,3 +65,19 @@ def with_randaugment(transform, spec: str | None):
         raise ValueError(f"Cannot place RandAugment: the train transform has no to-tensor step ({transform})")
     augment = randaugment_transform(spec, _image_size(steps), _mean(steps))
     return T.Compose([*steps[:index], augment, *steps[index:]])
+
+
+def coop_train_transform(preprocess_val) -> T.Compose:
+    """The train augmentation of CoOp/CLIPFit (Dassl's ``random_resized_crop, random_flip, normalize``).
+
+    Random resized crop with Dassl's default scale (0.08, 1) and bicubic resampling, a horizontal flip, then the
+    to-tensor and normalisation steps of ``preprocess_val`` (open_clip's eval transform, so the model's size and
+    mean/std). open_clip's own train transform crops only (0.9, 1) and never flips.
+    """
+    steps = list(getattr(preprocess_val, "transforms", []))
+    index = next((i for i, step in enumerate(steps) if _is_to_tensor(step)), None)
+    if index is None:
+        raise ValueError(f"Cannot build the CoOp train transform from {preprocess_val}: it has no to-tensor step")
+    crop = T.RandomResizedCrop(_image_size(steps), scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC)
+    to_rgb = T.Lambda(lambda image: image.convert("RGB"))
+    return T.Compose([crop, T.RandomHorizontalFlip(), to_rgb, *steps[index:]])

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.splits import labels_of
-from wiseft_lab.evaluation.metrics import average_over
+from wiseft_lab.evaluation.metrics import average_over, harmonic_mean
 from wiseft_lab.evaluation.suite import AVG_SHIFTS, EvalSuite, evaluate
 
 SUBSETS = ("all", "base", "novel")
@@ -32,11 +32,6 @@ def split_classes(num_classes: int) -> tuple[list[int], list[int]]:
         raise ValueError(f"A base/novel split needs at least 2 classes, got {num_classes}")
     middle = math.ceil(num_classes / 2)
     return list(range(middle)), list(range(middle, num_classes))
-
-
-def harmonic_mean(base: float, novel: float) -> float:
-    """``2 B N / (B + N)``; 0 when both are 0."""
-    return 2 * base * novel / (base + novel) if base + novel > 0 else 0.0
 
 
 def subset_classes(which: str | None, num_classes: int) -> list[int] | None:

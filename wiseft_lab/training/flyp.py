@@ -15,8 +15,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from wiseft_lab.models.classifier import ImageClassifier
-from wiseft_lab.training.methods import FinetuneJob, Trainable, _run_trainer, register_method
-from wiseft_lab.training.text_head import PromptBank, normalize, refresh_text_head
+from wiseft_lab.models.zeroshot import normalize
+from wiseft_lab.training.methods import FinetuneJob, Trainable, register_method, run_trainer
+from wiseft_lab.training.text_head import PromptBank, refresh_text_head
 
 
 def clip_entries(model: nn.Module) -> set[str]:
@@ -50,6 +51,6 @@ def finetune_flyp(job: FinetuneJob) -> ImageClassifier:
     bank = PromptBank(job.bundle.tokenizer, job.meta["classnames"], job.meta["templates"],
                       next(model.parameters()).device)
     data = job.train_data(transform=job.bundle.preprocess_train)
-    _run_trainer(job, model, data.dataset, loss_fn=flyp_loss(bank), before_save=lambda: refresh_text_head(model, bank))
+    run_trainer(job, model, data.dataset, loss_fn=flyp_loss(bank), before_save=lambda: refresh_text_head(model, bank))
     refresh_text_head(model, bank)
     return model

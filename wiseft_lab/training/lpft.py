@@ -20,6 +20,7 @@ from wiseft_lab.training.loop import latest_epoch_dir
 from wiseft_lab.training.methods import (
     FinetuneJob,
     finetune_end_to_end,
+    is_image_tower_or_head,
     register_method,
     train_head_on_features,
 )
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 
 LP_CHECKPOINT = "lp"
 LP_EPOCHS_DIR = "lp_epochs"
-
-
-def _is_image_tower_or_head(name: str) -> bool:
-    return name.startswith(("clip.visual.", "head."))
 
 
 def linear_probe(job: FinetuneJob) -> None:
@@ -52,7 +49,7 @@ def linear_probe(job: FinetuneJob) -> None:
     log.info("LP-FT stage 1 (linear probe) checkpoint: %s", job.checkpoint_dir / LP_CHECKPOINT)
 
 
-@register_method("lpft", trainable=_is_image_tower_or_head, augments=True)
+@register_method("lpft", trainable=is_image_tower_or_head, augments=True)
 def finetune_lpft(job: FinetuneJob) -> ImageClassifier:
     """Stage 1 (skipped when its checkpoint exists or stage 2 is being resumed), then stage 2 (``e2e``)."""
     stage2_started = job.resume and latest_epoch_dir(job.checkpoint_dir) is not None

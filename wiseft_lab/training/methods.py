@@ -25,8 +25,9 @@ from wiseft_lab.io import atomic_write_text, write_safetensors
 from wiseft_lab.models.checkpoint import load_state_dict, save_checkpoint
 from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.models.factory import ClipBundle
+from wiseft_lab.precision import autocast
 from wiseft_lab.training.augment import with_randaugment
-from wiseft_lab.training.loop import LoopConfig, LossFn, Trainer, autocast, cross_entropy_loss, latest_epoch_dir
+from wiseft_lab.training.loop import LoopConfig, LossFn, Trainer, cross_entropy_loss, latest_epoch_dir
 
 log = logging.getLogger(__name__)
 
@@ -181,12 +182,19 @@ def write_trainable_report(model: torch.nn.Module, path: Path) -> str:
     return report
 
 
-def epoch_loader(dataset, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False):
-    """A loader factory whose shuffling (and worker RNG) depends only on (seed, epoch): resumable."""
+def epoch_loader(dataset, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False,
+                 drop_last: bool = False):
+    """A loader factory whose shuffling (and worker RNG) depends only on (seed, epoch): resumable.
+
+    ``drop_last`` drops an epoch's last partial batch when the set holds at least one full batch (Dassl's rule,
+    which CoOp-family recipes such as CLIPFit train with).
+    """
+    drop = drop_last and len(dataset) >= batch_size
+
     def make(epoch: int) -> DataLoader:
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                          generator=generator, pin_memory=pin_memory, persistent_workers=False)
+                          generator=generator, pin_memory=pin_memory, persistent_workers=False, drop_last=drop)
     return make
 
 
@@ -208,7 +216,7 @@ def frozen_norms_stay_in_eval(module: torch.nn.Module, loss_fn: LossFn) -> LossF
     return loss
 
 
-def _run_trainer(job: FinetuneJob, module: torch.nn.Module, dataset, *, loss_fn: LossFn | None = None,
+def run_trainer(job: FinetuneJob, module: torch.nn.Module, dataset, *, loss_fn: LossFn | None = None,
                  checkpoint_dir: Path | None = None, loop: LoopConfig | None = None,
                  optimizer_factory: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler_factory: Callable[..., Any] | None = None,
@@ -240,12 +248,12 @@ def _run_trainer(job: FinetuneJob, module: torch.nn.Module, dataset, *, loss_fn:
                 last, lambda d: job.model.load_state_dict(load_state_dict(d), strict=True))
     pin = trainer.device.type == "cuda"
     make_loader = epoch_loader(dataset, job.batch_size, job.num_workers if module is job.model else 0,
-                               loop.seed, pin)
+                               loop.seed, pin, drop_last=bool(job.options.get("drop_last", False)))
     if start_epoch < loop.epochs:
         trainer.fit(make_loader, len(make_loader(0)), start_epoch, start_step)
 
 
-def _is_image_tower_or_head(name: str) -> bool:
+def is_image_tower_or_head(name: str) -> bool:
     return name.startswith(("clip.visual.", "head."))
 
 
@@ -254,7 +262,7 @@ def train_transform(job: FinetuneJob):
     return with_randaugment(job.bundle.preprocess_train, job.options.get("randaugment"))
 
 
-@register_method("e2e", trainable=_is_image_tower_or_head, augments=True)
+@register_method("e2e", trainable=is_image_tower_or_head, augments=True)
 def finetune_end_to_end(job: FinetuneJob) -> ImageClassifier:
     """WiSE-FT's end-to-end fine-tuning: image tower and head, with the train-time augmentation.
 
@@ -262,7 +270,7 @@ def finetune_end_to_end(job: FinetuneJob) -> ImageClassifier:
     """
     data = job.train_data(transform=train_transform(job))
     loss = cross_entropy_loss(job.label_smoothing, mixup_alpha=float(job.options.get("mixup_alpha") or 0.0))
-    _run_trainer(job, job.model, data.dataset, loss_fn=loss)
+    run_trainer(job, job.model, data.dataset, loss_fn=loss)
     return job.model
 
 
@@ -293,7 +301,7 @@ def finetune_linear_classifier(job: FinetuneJob) -> ImageClassifier:
 
 
 def train_head_on_features(job: FinetuneJob, **trainer_options) -> None:
-    """Train ``job.model.head`` on (cached) image features; ``trainer_options`` go to :func:`_run_trainer`."""
+    """Train ``job.model.head`` on (cached) image features; ``trainer_options`` go to :func:`run_trainer`."""
     cache = job.feature_cache
     if cache is not None and cache.is_file():
         stored = load_file(cache)
@@ -307,7 +315,7 @@ def train_head_on_features(job: FinetuneJob, **trainer_options) -> None:
             write_safetensors(cache, {"features": features, "labels": labels})
     device = next(job.model.parameters()).device
     dataset = TensorDataset(features.to(device), labels.to(device))
-    _run_trainer(job, job.model.head, dataset, **trainer_options)
+    run_trainer(job, job.model.head, dataset, **trainer_options)
 
 
 # The other methods register themselves on import (they import this module's registry, hence the late import).

@@ -20,7 +20,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from wiseft_lab.models.classifier import has_text_tower
-from wiseft_lab.models.zeroshot import ClassificationHead, Template, fill_template, register_templates
+from wiseft_lab.models.zeroshot import (
+    ClassificationHead,
+    Template,
+    class_weights,
+    fill_template,
+    normalize,
+    register_templates,
+)
+from wiseft_lab.precision import autocast
+from wiseft_lab.training.augment import coop_train_transform
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +98,6 @@ class PromptBank:
     def per_class(self) -> torch.Tensor:
         """Tokens as ``[classes, templates, context]``."""
         return self.tokens.view(self.num_classes, self.num_templates, -1)
-
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=-1, keepdim=True)
-
-
-def class_weights(text_features: torch.Tensor, num_classes: int, logit_scale: torch.Tensor) -> torch.Tensor:
-    """``[classes, dim]`` head weights from the text features of a :class:`PromptBank` (differentiable).
-
-    Each prompt embedding is normalised, averaged over the templates of its class, normalised again and
-    scaled by ``logit_scale.exp()``: the zero-shot head's formula.
-    """
-    per_class = normalize(text_features.float()).view(num_classes, -1, text_features.shape[-1]).mean(dim=1)
-    return normalize(per_class) * logit_scale.exp().float()
 
 
 def text_weights(clip: nn.Module, bank: PromptBank) -> torch.Tensor:
@@ -187,8 +182,7 @@ def train_text_head(job, *, kd_lambda: float = 0.0):
     ``original`` text features for the KD term come from the model as handed over (the zero-shot text tower,
     before any resumed state is loaded), computed once with the training precision.
     """
-    from wiseft_lab.training.loop import autocast
-    from wiseft_lab.training.methods import _run_trainer  # late: methods imports the method modules
+    from wiseft_lab.training.methods import run_trainer  # late: methods imports the method modules
 
     model = job.model
     device = next(model.parameters()).device
@@ -198,8 +192,13 @@ def train_text_head(job, *, kd_lambda: float = 0.0):
         model.eval()
         with torch.no_grad(), autocast(device, job.loop.precision):
             original = model.clip.encode_text(bank.tokens).float()
-    data = job.train_data(transform=job.bundle.preprocess_train)
+    augmentation = job.options.get("train_transform", "openclip")
+    if augmentation not in ("openclip", "coop"):
+        raise ValueError(f"finetune.train_transform must be openclip or coop, not {augmentation!r}")
+    transform = (coop_train_transform(job.bundle.preprocess_val) if augmentation == "coop"
+                 else job.bundle.preprocess_train)
+    data = job.train_data(transform=transform)
     loss = text_head_loss(bank, kd_lambda=kd_lambda, original=original, label_smoothing=job.label_smoothing)
-    _run_trainer(job, model, data.dataset, loss_fn=loss, before_save=lambda: refresh_text_head(model, bank))
+    run_trainer(job, model, data.dataset, loss_fn=loss, before_save=lambda: refresh_text_head(model, bank))
     refresh_text_head(model, bank)
     return model

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from wiseft_lab.precision import autocast
 from wiseft_lab.weight_space.soups import Source, StateDict, check_pool, float_keys, load_all
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,12 @@ def diagonal_fisher(module: nn.Module, state: Mapping[str, torch.Tensor], exampl
     was_training = module.training
     module.train(train_mode)
     seen = 0
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     try:
         for images in examples:
             for image in images:
                 if max_examples is not None and seen >= max_examples:
                     break
-                with autocast:
+                with autocast(device, precision):
                     logits = functional_call(module, params, (image.unsqueeze(0).to(device),)).float()
                 probs = torch.softmax(logits.detach(), dim=-1).cpu()
                 target = torch.multinomial(probs, 1, generator=generator).view(-1).to(device)

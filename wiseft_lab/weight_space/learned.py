@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from wiseft_lab.precision import autocast
 from wiseft_lab.weight_space.soups import Source, StateDict, check_pool, float_keys, iter_tensors, load_all, nbytes
 
 log = logging.getLogger(__name__)
@@ -145,15 +145,11 @@ class PoolMixer:
         return out.cpu()
 
 
-def _autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-
-
 def soup_loss(module: nn.Module, theta: Mapping[str, torch.Tensor], fixed: Mapping[str, torch.Tensor],
               beta: torch.Tensor, batch: Batch, loss_fn: LossFn = F.cross_entropy,
               precision: str = "fp32") -> torch.Tensor:
     images, labels = batch
-    with _autocast(images.device, precision):
+    with autocast(images.device, precision):
         logits = functional_call(module, {**theta, **fixed}, (images,))
     return loss_fn(beta * logits.float(), labels)
 
