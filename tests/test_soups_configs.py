@@ -24,7 +24,7 @@ def test_soup_merges_share_their_options(kind, recipes):
     cfg = _compose(f"merge={kind}", "merge.pool=/x", "merge.accept=ge", "merge.learned.epochs=1")
     assert cfg.merge.kind == kind and list(cfg.merge.recipes) == recipes
     assert cfg.merge.pool == "/x" and cfg.merge.accept == "ge" and cfg.merge.learned.lr == 0.05
-    assert cfg.merge.learned.epochs == 1 and cfg.merge.fisher.floor == 1e-8 and cfg.merge.per_layer is False
+    assert cfg.merge.learned.epochs == 1 and cfg.merge.fisher.floor == 1e-8
 
 
 def test_launcher_presets_apply_their_parameters():

@@ -279,7 +279,7 @@ def _greedy(job: SoupJob, recipe: str) -> SoupOutcome:
 
 
 def _learned(job: SoupJob, recipe: str) -> SoupOutcome:
-    per_layer = recipe == "learned_per_layer" or bool(job.cfg.get("per_layer", False))
+    per_layer = recipe == "learned_per_layer"
     label = RECIPES["learned_per_layer" if per_layer else "learned"]
     job.need_holdout("The learned soup")
     job.need_linear_head("The learned soup")

@@ -1,1 +1,1 @@
-"""Weight space: interpolation (WiSE-FT) and, later, soups."""
+"""Weight space: interpolation (WiSE-FT), soups (uniform, greedy, learned), Fisher merging, output ensembles."""
