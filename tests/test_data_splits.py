@@ -7,7 +7,15 @@ import pytest
 
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.layouts import ImageList
-from wiseft_lab.data.splits import carve, few_shot, hash_order, holdout_split, labels_of
+from wiseft_lab.data.splits import (
+    LabeledSubset,
+    carve,
+    few_shot,
+    hash_order,
+    holdout_split,
+    labels_of,
+    train_and_holdout,
+)
 
 LABELS = np.repeat(np.arange(3), [6, 2, 5])   # classes of 6, 2 and 5 examples
 
@@ -53,3 +61,25 @@ def test_carve_holds_out_first_then_takes_shots_from_the_rest(tmp_path):
     assert held_again.dataset.indices.tolist() == held_idx.tolist()   # the held-out split ignores the shots
     same, none = carve(data, seed=3)
     assert same is data and none is None
+
+
+def _root_indices(dataset) -> list[int]:
+    """Indices into the original data set of a (possibly nested) subset."""
+    indices = np.arange(len(dataset))
+    while isinstance(dataset, LabeledSubset):
+        indices, dataset = dataset.indices[indices], dataset.dataset
+    return indices.tolist()
+
+
+def test_the_held_out_split_stays_put_while_the_training_seed_moves(tmp_path):
+    """Soup ingredients (seed=range(k)) all avoid, and are all scored on, one held-out split."""
+    samples = [(str(tmp_path / f"{i}.png"), int(y)) for i, y in enumerate(np.repeat(np.arange(3), 20))]
+    data = TaskData(ImageList(samples), ["a", "b", "c"], description="fake")
+    runs = {seed: train_and_holdout(data, 0.25, 3, seed=seed, holdout_seed=0) for seed in range(4)}
+    held = {seed: tuple(h.dataset.indices.tolist()) for seed, (_, h) in runs.items()}
+    assert len(set(held.values())) == 1
+    trains = {seed: tuple(_root_indices(t.dataset)) for seed, (t, _) in runs.items()}
+    assert len(set(trains.values())) > 1   # the k shots are drawn with each run's own seed
+    for seed, (train, _) in runs.items():
+        assert not set(trains[seed]) & set(held[0])
+        assert np.bincount(labels_of(train.dataset)).tolist() == [3, 3, 3]

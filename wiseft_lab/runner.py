@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.layouts import check_data_layouts
-from wiseft_lab.data.splits import carve
-from wiseft_lab.evaluation.suite import AVG_SHIFTS, EvalSuite, evaluate
+from wiseft_lab.data.splits import train_and_holdout
+from wiseft_lab.evaluation.suite import EvalSuite, evaluate
 from wiseft_lab.io import atomic_write_text, write_csv, write_json, write_jsonl
 from wiseft_lab.merging import MergeContext, ModelEntry, cached_loader, get_merge
 from wiseft_lab.models.checkpoint import classifier_from_state, load_state_dict, read_meta, save_checkpoint
@@ -36,7 +36,7 @@ from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.plots import wiseft_curve
 from wiseft_lab.reporting.run_info import write_run_info
 from wiseft_lab.reporting.soups import soup_report
-from wiseft_lab.reporting.tables import result_row, summary_markdown
+from wiseft_lab.reporting.tables import result_row, summary_markdown, summary_metrics
 from wiseft_lab.soups import pool_group
 from wiseft_lab.training.base_to_novel import evaluate_with_set_heads, subsample_classes
 from wiseft_lab.training.loop import LoopConfig, latest_epoch_dir
@@ -123,15 +123,8 @@ class Pipeline:
 
     def _splits(self, transform) -> tuple[TaskData, TaskData | None]:
         data = subsample_classes(instantiate(self.cfg.data.dataset)(transform=transform), self.cfg.data.get("classes"))
-        fraction, shots = float(self.cfg.data.get("holdout_fraction") or 0.0), self.cfg.data.get("shots")
-        # The held-out split must not move with the training seed: every ingredient of a soup sweep
-        # (seed=range(k)) keeps its hands off the same examples, and the soup run scores on exactly those.
-        seed, holdout_seed = int(self.cfg.seed), int(self.cfg.data.get("holdout_seed", 0))
-        train, held = carve(data, holdout_fraction=fraction, shots=shots if seed == holdout_seed else None,
-                            seed=holdout_seed)
-        if shots and seed != holdout_seed:  # k shots of the rest, drawn with the training seed
-            train = carve(train, shots=shots, seed=seed)[0]
-        return train, held
+        return train_and_holdout(data, float(self.cfg.data.get("holdout_fraction") or 0.0), self.cfg.data.get("shots"),
+                                 seed=int(self.cfg.seed), holdout_seed=int(self.cfg.data.get("holdout_seed", 0)))
 
     def train_data(self, transform=None) -> TaskData:
         """The fine-tuning set: the data config minus the held-out split, optionally k-shot."""
@@ -387,7 +380,7 @@ class Pipeline:
                                            title=f"WiSE-FT: {self.cfg.task_name}")
             self.logger.log_image("wiseft_curve_png", outputs["plot"])
         self.logger.log_results(self.rows, reference)
-        self.logger.summary(final_metrics(self.rows))
+        self.logger.summary(summary_metrics(self.rows))
         outputs.update(soup_report(self.rows, reference, shifts, self.run_dir, self.logger, title=self.cfg.task_name))
         return outputs
 
@@ -405,20 +398,6 @@ class Pipeline:
             if "evaluate" in stages:
                 self.evaluate(entries)
         return self.report()
-
-
-def final_metrics(rows: list[dict]) -> dict[str, Any]:
-    """W&B summary: every endpoint's metrics and the best alpha by average shift accuracy."""
-    out: dict[str, Any] = {}
-    for row in rows:
-        if row["model"] != "wiseft":
-            out.update({f"{row['model']}/{k}": v for k, v in row.items() if k.endswith("/top1")})
-    sweep = [r for r in rows if r["model"] == "wiseft" and f"{AVG_SHIFTS}/top1" in r]
-    if sweep:
-        best = max(sweep, key=lambda r: r[f"{AVG_SHIFTS}/top1"])
-        out["wiseft_best/alpha"] = best["alpha"]
-        out.update({f"wiseft_best/{k}": v for k, v in best.items() if k.endswith("/top1")})
-    return out
 
 
 def _raise_on_sigterm():

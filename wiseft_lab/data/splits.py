@@ -101,3 +101,17 @@ def carve(data: TaskData, *, holdout_fraction: float = 0.0, shots: int | None = 
                  f", {len(held_idx)} held out ({holdout_fraction:g} per class)" if len(held_idx) else "")
     train = data if (holdout_fraction == 0.0 and not shots) else subset(train_idx, "train")
     return train, (subset(held_idx, "held-out") if len(held_idx) else None)
+
+
+def train_and_holdout(data: TaskData, holdout_fraction: float, shots: int | None, *, seed: int,
+                      holdout_seed: int = 0) -> tuple[TaskData, TaskData | None]:
+    """A run's training set and held-out split: the held-out split by ``holdout_seed``, k shots by ``seed``.
+
+    The held-out split must not move with the training seed: every ingredient of a soup sweep (``seed=range(k)``)
+    keeps its hands off the same examples, and the soup run scores on exactly those.
+    """
+    train, held = carve(data, holdout_fraction=holdout_fraction, shots=shots if seed == holdout_seed else None,
+                        seed=holdout_seed)
+    if shots and seed != holdout_seed:  # k shots of the rest, drawn with the training seed
+        train = carve(train, shots=shots, seed=seed)[0]
+    return train, held

@@ -85,3 +85,17 @@ def summary_markdown(rows: Sequence[Row], reference: str, shifts: Sequence[str],
     text += ("\n*Optimal alpha*: each column takes its own best alpha (an oracle, as in the paper's Table 1).\n"
              if sweep else "")
     return text
+
+
+def summary_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """W&B summary: every endpoint's metrics and the best alpha by average shift accuracy."""
+    out: dict[str, Any] = {}
+    for row in rows:
+        if row["model"] != "wiseft":
+            out.update({f"{row['model']}/{k}": v for k, v in row.items() if k.endswith("/top1")})
+    sweep = [r for r in rows if r["model"] == "wiseft" and f"{AVG_SHIFTS}/top1" in r]
+    if sweep:
+        best = max(sweep, key=lambda r: r[f"{AVG_SHIFTS}/top1"])
+        out["wiseft_best/alpha"] = best["alpha"]
+        out.update({f"wiseft_best/{k}": v for k, v in best.items() if k.endswith("/top1")})
+    return out
