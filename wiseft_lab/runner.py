@@ -25,7 +25,7 @@ from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.layouts import check_data_layouts
 from wiseft_lab.data.splits import train_and_holdout
 from wiseft_lab.evaluation.suite import EvalSuite, evaluate
-from wiseft_lab.io import atomic_write_text, write_csv, write_json, write_jsonl
+from wiseft_lab.io import atomic_write_text, write_csv, write_jsonl
 from wiseft_lab.merging import MergeContext, ModelEntry, cached_loader, get_merge
 from wiseft_lab.models.checkpoint import classifier_from_state, load_state_dict, read_meta, save_checkpoint
 from wiseft_lab.models.classifier import ImageClassifier
@@ -39,7 +39,7 @@ from wiseft_lab.reporting.soups import soup_report
 from wiseft_lab.reporting.tables import result_row, summary_markdown, summary_metrics
 from wiseft_lab.soups import pool_group
 from wiseft_lab.training.base_to_novel import evaluate_with_set_heads, subsample_classes
-from wiseft_lab.training.loop import LoopConfig, latest_epoch_dir
+from wiseft_lab.training.loop import LoopConfig, find_interrupted_run, latest_epoch_dir, mark_resumed
 from wiseft_lab.training.methods import (
     TRAINABLE,
     FinetuneJob,
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 STAGES = ("finetune", "merge", "evaluate")
 HOLDOUT = "holdout"
-RESUMED_BY = "resumed_by.json"  # in an interrupted run's checkpoints/, once another run has finished it
 
 
 def seed_everything(seed: int) -> None:
@@ -253,7 +252,7 @@ class Pipeline:
         save_checkpoint(self.ckpt_dir / "finetuned", model,
                         {**job.meta, "epoch": ft.epochs, "metrics": metrics})
         if resume is not None and resume != self.ckpt_dir:  # the interrupted run is finished now: not resumable
-            write_json(resume / RESUMED_BY, {"run_dir": str(self.run_dir)})
+            mark_resumed(resume, self.run_dir)
         log.info("Fine-tuned checkpoint: %s", self.ckpt_dir / "finetuned")
 
     def _resume_dir(self) -> Path | None:
@@ -273,17 +272,15 @@ class Pipeline:
             return target
         if latest_epoch_dir(self.ckpt_dir) is not None or sweep_group() is not None:
             return self.ckpt_dir  # in a multirun, re-use the sweep dir (hydra.sweep.dir=...) to resume each job
-        for run in sorted(self.run_dir.parent.iterdir(), reverse=True):
-            ckpts = run / "checkpoints"
-            finished = (ckpts / "finetuned" / "meta.json").is_file() or (ckpts / RESUMED_BY).is_file()
-            if run != self.run_dir and latest_epoch_dir(ckpts) and not finished:
-                log.info("resume=true: continuing the interrupted run %s", run)
-                return ckpts
+        interrupted = find_interrupted_run(self.run_dir.parent, exclude=self.run_dir)
+        if interrupted is not None:
+            log.info("resume=true: continuing the interrupted run %s", interrupted)
+            return interrupted / "checkpoints"
         log.warning("resume=true but no interrupted run of task %r found: training from scratch", self.cfg.task_name)
         return self.ckpt_dir
 
     def _feature_cache_path(self) -> Path | None:
-        if self.cfg.finetune.method not in ("lc", "lpft"):
+        if not method_info(self.cfg.finetune.method).caches_features:
             return None
         bundle = self.bundle()
         key = digest(bundle.arch, weights_identity(bundle.pretrained), OmegaConf.to_yaml(self.cfg.data, resolve=True),

@@ -31,6 +31,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+RESUMED_BY = "resumed_by.json"
 
 
 class NonFiniteLossError(UserFacingError, RuntimeError):
@@ -91,6 +92,21 @@ def latest_epoch_dir(checkpoint_dir: Path) -> Path | None:
     """The newest complete per-epoch checkpoint (its trainer state is written last)."""
     done = sorted(p.parent for p in Path(checkpoint_dir).glob(f"epoch_*/{TRAINER_STATE}"))
     return done[-1] if done else None
+
+
+def find_interrupted_run(runs_dir: Path, exclude: Path | None = None) -> Path | None:
+    """The newest run under ``runs_dir`` with a finished epoch but no fine-tuned model, not finished by another run."""
+    for run in sorted((p for p in Path(runs_dir).iterdir() if p.is_dir()), reverse=True):
+        ckpts = run / "checkpoints"
+        finished = (ckpts / "finetuned" / "meta.json").is_file() or (ckpts / RESUMED_BY).is_file()
+        if run != exclude and latest_epoch_dir(ckpts) is not None and not finished:
+            return run
+    return None
+
+
+def mark_resumed(checkpoint_dir: Path, by_run: Path) -> None:
+    """Record in an interrupted run's checkpoints that ``by_run`` finished it, so resume=true skips it from now on."""
+    write_json(Path(checkpoint_dir) / RESUMED_BY, {"run_dir": str(by_run)})
 
 
 class Trainer:

@@ -49,7 +49,7 @@ def linear_probe(job: FinetuneJob) -> None:
     log.info("LP-FT stage 1 (linear probe) checkpoint: %s", job.checkpoint_dir / LP_CHECKPOINT)
 
 
-@register_method("lpft", trainable=is_image_tower_or_head, augments=True)
+@register_method("lpft", trainable=is_image_tower_or_head, augments=True, caches_features=True)
 def finetune_lpft(job: FinetuneJob) -> ImageClassifier:
     """Stage 1 (skipped when its checkpoint exists or stage 2 is being resumed), then stage 2 (``e2e``)."""
     stage2_started = job.resume and latest_epoch_dir(job.checkpoint_dir) is not None

@@ -82,6 +82,7 @@ class MethodInfo:
     head: str = "linear"  # "linear" | "text"
     needs_text: bool = False
     augments: bool = False  # honours finetune.mixup_alpha / finetune.randaugment
+    caches_features: bool = False  # trains a head on image features cached to disk (paths.cache_dir/features)
 
 
 METHODS: dict[str, Callable[[FinetuneJob], ImageClassifier]] = {}
@@ -90,7 +91,7 @@ METHOD_INFO: dict[str, MethodInfo] = {}
 
 
 def register_method(name: str, trainable: Trainable | Callable[[str], bool], *, head: str = "linear",
-                    needs_text: bool = False, augments: bool = False):
+                    needs_text: bool = False, augments: bool = False, caches_features: bool = False):
     """Register ``fn(job) -> ImageClassifier`` under ``name`` with its trainable set.
 
     ``trainable`` is a :class:`Trainable` or a predicate over parameter names. ``augments``: the method applies
@@ -114,7 +115,8 @@ def register_method(name: str, trainable: Trainable | Callable[[str], bool], *, 
 
         METHODS[name] = checked
         TRAINABLE[name] = rule
-        METHOD_INFO[name] = MethodInfo(head=head, needs_text=needs_text or head == "text", augments=augments)
+        METHOD_INFO[name] = MethodInfo(head=head, needs_text=needs_text or head == "text", augments=augments,
+                                       caches_features=caches_features)
         return fn
     return decorator
 
@@ -289,7 +291,7 @@ def image_features(model: ImageClassifier, dataset, batch_size: int, num_workers
     return torch.cat(features), torch.cat(labels)
 
 
-@register_method("lc", trainable=lambda name: name.startswith("head."))
+@register_method("lc", trainable=lambda name: name.startswith("head."), caches_features=True)
 def finetune_linear_classifier(job: FinetuneJob) -> ImageClassifier:
     """WiSE-FT's linear-classifier variant: only the head, on features computed once with eval preprocessing.
 
