@@ -73,11 +73,14 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def union_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The union of the rows' keys in first-seen order: the columns of a table of heterogeneous rows."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
 def write_csv(path: str | Path, rows: list[Mapping[str, Any]]) -> Path:
     """CSV with the union of the rows' keys as columns (first-seen order); missing cells stay empty."""
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
+    columns = union_columns(rows)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

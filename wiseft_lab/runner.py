@@ -24,10 +24,16 @@ from omegaconf import DictConfig, OmegaConf
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.layouts import check_data_layouts
 from wiseft_lab.data.splits import train_and_holdout
-from wiseft_lab.evaluation.suite import EvalSuite, evaluate
+from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite, evaluate
 from wiseft_lab.io import atomic_write_text, write_csv, write_jsonl
 from wiseft_lab.merging import MergeContext, ModelEntry, cached_loader, get_merge
-from wiseft_lab.models.checkpoint import classifier_from_state, load_state_dict, read_meta, save_checkpoint
+from wiseft_lab.models.checkpoint import (
+    WEIGHTS_FILE,
+    classifier_from_state,
+    load_state_dict,
+    read_meta,
+    save_checkpoint,
+)
 from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.models.factory import ClipBundle, create_clip, with_eval_preprocess
 from wiseft_lab.models.zeroshot import build_zeroshot_head, fill_template, resolve_templates
@@ -53,7 +59,6 @@ from wiseft_lab.training.text_head import build_text_head, coop_templates, final
 log = logging.getLogger(__name__)
 
 STAGES = ("finetune", "merge", "evaluate")
-HOLDOUT = "holdout"
 
 
 def seed_everything(seed: int) -> None:
@@ -188,7 +193,7 @@ class Pipeline:
                 return None
             transform = self.bundle().preprocess_val
             # the split depends on data.holdout_seed, not on the training seed: a sweep's jobs share one cache entry
-            key = digest("holdout", OmegaConf.to_yaml(self.cfg.data, resolve=True),
+            key = digest(HOLDOUT, OmegaConf.to_yaml(self.cfg.data, resolve=True),
                          self.cfg.data.get("holdout_seed", 0), repr(transform))
             self._holdout_suite = EvalSuite.build(
                 HOLDOUT, {HOLDOUT: lambda transform: self._splits(transform)[1]}, transform,
@@ -292,7 +297,7 @@ class Pipeline:
         if configured:
             return Path(str(configured))
         produced = self.ckpt_dir / name
-        return produced if (produced / "model.safetensors").is_file() else None
+        return produced if (produced / WEIGHTS_FILE).is_file() else None
 
     def merge(self) -> list[ModelEntry]:
         """Endpoints (given or produced) plus what ``merge.kind`` makes of them."""

@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch.utils.data import DataLoader
 
+from wiseft_lab.evaluation.suite import HOLDOUT
 from wiseft_lab.io import write_csv, write_json, write_jsonl, write_safetensors
 from wiseft_lab.merging import MergeContext, ModelEntry, cached_loader, register_merge
-from wiseft_lab.models.checkpoint import META_FILE, is_checkpoint, load_state_dict, read_meta
+from wiseft_lab.models.checkpoint import META_FILE, is_checkpoint, load_state_dict, read_meta, save_state_checkpoint
 from wiseft_lab.weight_space.ensemble import OutputEnsemble
 from wiseft_lab.weight_space.fisher import FISHER_FLOOR, diagonal_fisher, fisher_merge
 from wiseft_lab.weight_space.interpolate import interpolate
@@ -36,7 +36,7 @@ from wiseft_lab.weight_space.soups import StateDict, check_pool, greedy_order, g
 
 log = logging.getLogger(__name__)
 
-HOLDOUT_KEY = "holdout/top1"
+HOLDOUT_KEY = f"{HOLDOUT}/top1"
 SOUP_KINDS = ("uniform_soup", "greedy_soup", "learned_soup", "fisher", "soups")
 # recipe -> row label in results.jsonl / soups.md
 RECIPES = {"uniform": "uniform_soup", "greedy": "greedy_soup", "learned": "learned_soup",
@@ -188,17 +188,8 @@ def shuffled_batches(prepared, batch_size: int, device: torch.device, seed: int)
     """``batches(epoch)``: the held-out split in a new seeded order every epoch, normalised, on ``device``."""
     def batches(epoch: int):
         generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-        if prepared.cached:
-            order = torch.randperm(len(prepared.labels), generator=generator)
-            for start in range(0, len(order), batch_size):
-                index = order[start:start + batch_size]
-                yield (prepared.transform.normalize(prepared.images[index].to(device)),
-                       prepared.labels[index].to(device))
-            return
-        loader = DataLoader(prepared.data.dataset, batch_size=batch_size, shuffle=True, generator=generator,
-                            num_workers=prepared.num_workers)
-        for images, labels in loader:
-            yield prepared.transform.normalize(images.to(device)), torch.as_tensor(labels).to(device)
+        for images, labels in prepared.batches(batch_size, device, generator):
+            yield images, labels.to(device)
     return batches
 
 
@@ -351,13 +342,11 @@ def _check_holdout_config(ctx: MergeContext, pool: Sequence[Ingredient]) -> None
 
 
 def _save_soup(ctx: MergeContext, template: Path, outcome: SoupOutcome, info: dict[str, Any]) -> Path:
-    directory = ctx.run_dir / "checkpoints" / outcome.label
-    write_safetensors(directory / "model.safetensors", outcome.state)
     meta = {k: v for k, v in read_meta(template).items() if k not in ("config", "metrics", "epoch", "step")}
-    write_json(directory / META_FILE, {**meta, "method": outcome.label, "trainable": [],
-                                       "metrics": {k: v for k, v in outcome.extra.items() if k == HOLDOUT_KEY},
-                                       "soup": info, "config": OmegaConf.to_container(ctx.cfg, resolve=True)})
-    return directory
+    return save_state_checkpoint(ctx.run_dir / "checkpoints" / outcome.label, outcome.state, {
+        **meta, "method": outcome.label, "trainable": [],
+        "metrics": {k: v for k, v in outcome.extra.items() if k == HOLDOUT_KEY},
+        "soup": info, "config": OmegaConf.to_container(ctx.cfg, resolve=True)})
 
 
 def _lazy_state(path: Path) -> Callable[[], StateDict]:

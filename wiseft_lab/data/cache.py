@@ -52,9 +52,10 @@ def split_transform(transform: Callable) -> SplitTransform:
     return SplitTransform(transform, None, None)
 
 
-def _loader(dataset, batch_size: int, num_workers: int, pin_memory: bool) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=False)
+def _loader(dataset, batch_size: int, num_workers: int, pin_memory: bool,
+            generator: torch.Generator | None = None) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=generator is not None, generator=generator,
+                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False)
 
 
 @dataclass
@@ -75,15 +76,18 @@ class PreparedSet:
     def __len__(self) -> int:
         return len(self.data.dataset)
 
-    def batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalised float images on ``device`` with their labels."""
+    def batches(self, batch_size: int, device: torch.device,
+                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised float images on ``device`` with their labels; in ``generator``'s random order when given."""
         if self.cached:
+            order = torch.randperm(len(self.labels), generator=generator) if generator is not None else None
             for start in range(0, len(self.labels), batch_size):
-                x = self.images[start:start + batch_size].to(device, non_blocking=True)
-                yield self.transform.normalize(x), self.labels[start:start + batch_size]
+                index = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+                x = self.images[index].to(device, non_blocking=True)
+                yield self.transform.normalize(x), self.labels[index]
             return
-        for x, y in _loader(self.data.dataset, batch_size, self.num_workers, device.type == "cuda"):
-            yield self.transform.normalize(x.to(device, non_blocking=True)), y
+        for x, y in _loader(self.data.dataset, batch_size, self.num_workers, device.type == "cuda", generator):
+            yield self.transform.normalize(x.to(device, non_blocking=True)), torch.as_tensor(y)
 
 
 def prepare(

@@ -20,6 +20,7 @@ from wiseft_lab.precision import autocast
 log = logging.getLogger(__name__)
 
 AVG_SHIFTS = "avg_shifts"
+HOLDOUT = "holdout"  # the held-out split a run scores itself on (soups sort and accept by it)
 
 
 @dataclass

@@ -26,9 +26,13 @@ StateDict = dict[str, torch.Tensor]
 
 
 def save_checkpoint(directory: str | Path, model: ImageClassifier, meta: Mapping[str, Any]) -> Path:
+    return save_state_checkpoint(directory, model.state_dict(), meta)
+
+
+def save_state_checkpoint(directory: str | Path, state: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
     """Write weights first, then metadata: a directory with ``meta.json`` is always complete."""
     directory = Path(directory)
-    write_safetensors(directory / WEIGHTS_FILE, model.state_dict())
+    write_safetensors(directory / WEIGHTS_FILE, state)
     write_json(directory / META_FILE, dict(meta))
     return directory
 

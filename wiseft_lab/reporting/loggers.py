@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from wiseft_lab.io import union_columns
+
 log = logging.getLogger(__name__)
 
 
@@ -67,10 +69,7 @@ class WandbLogger:
 
     def log_results(self, rows: Sequence[Mapping[str, Any]], reference: str) -> None:
         """The results as a table, each WiSE-FT alpha as a point of ``wiseft/*``, and the curve as a plot."""
-        columns: list[str] = []
-        for row in rows:
-            columns.extend(k for k in row if k not in columns)
-        table = self._wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
+        table = self._table(rows)
         payload: dict[str, Any] = {"results": table}
         sweep = sorted((r for r in rows if r["model"] == "wiseft"), key=lambda r: r["alpha"])
         for row in sweep:
@@ -86,15 +85,16 @@ class WandbLogger:
         self.run.log({key: self._wandb.Image(str(path))})
 
     def log_table(self, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Rows (dicts) as one W&B table; lists and dicts in cells are written as text."""
-        columns: list[str] = []
-        for row in rows:
-            columns.extend(k for k in row if k not in columns)
+        self.run.log({key: self._table(rows)})
+
+    def _table(self, rows: Sequence[Mapping[str, Any]]):
+        """Rows (dicts) as one W&B table over the union of their keys; lists and dicts in cells become text."""
+        columns = union_columns(rows)
 
         def cell(value: Any) -> Any:
             return str(value) if isinstance(value, (list, tuple, dict)) else value
 
-        self.run.log({key: self._wandb.Table(columns=columns, data=[[cell(r.get(c)) for c in columns] for r in rows])})
+        return self._wandb.Table(columns=columns, data=[[cell(r.get(c)) for c in columns] for r in rows])
 
     def summary(self, metrics: Mapping[str, Any]) -> None:
         self.run.summary.update(dict(metrics))

@@ -27,13 +27,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from wiseft_lab.evaluation.metrics import harmonic_mean
-from wiseft_lab.evaluation.suite import AVG_SHIFTS
+from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT
 from wiseft_lab.io import atomic_write_text, read_jsonl, write_csv, write_json
 from wiseft_lab.reporting.published import TableSpec, get_table
 from wiseft_lab.reporting.tables import markdown_table, table1_rows
 
 MISSING = "—"
-NON_SETS = {AVG_SHIFTS, "holdout"}
+NON_SETS = {AVG_SHIFTS, HOLDOUT}
 
 
 class ReportError(ValueError):

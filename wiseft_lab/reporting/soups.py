@@ -16,12 +16,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from wiseft_lab.evaluation.suite import AVG_SHIFTS  # noqa: E402
+from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT  # noqa: E402
 from wiseft_lab.io import atomic_write_text, read_json, write_csv  # noqa: E402
 from wiseft_lab.reporting.plots import save_figure  # noqa: E402
 from wiseft_lab.reporting.tables import markdown_table  # noqa: E402
 
-HOLDOUT = "holdout/top1"
+HOLDOUT_TOP1 = f"{HOLDOUT}/top1"
 # (results.jsonl model, table label, marker, colour, size) in the paper's order
 METHODS = (
     ("zeroshot", "Zero-shot (initialization)", "h", "slategray", 150),
@@ -58,7 +58,7 @@ def soups_markdown(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Se
     cols = [reference, *shifts] + ([AVG_SHIFTS] if shifts else [])
     header = ["Method", "Ingredients", "Held-out",
               *[f"{c} (ref)" if c == reference else ("Avg shifts" if c == AVG_SHIFTS else c) for c in cols]]
-    body = [[LABELS[m], row.get("n_ingredients", "-"), _pct(row.get(HOLDOUT)),
+    body = [[LABELS[m], row.get("n_ingredients", "-"), _pct(row.get(HOLDOUT_TOP1)),
              *[_pct(row.get(f"{c}/top1")) for c in cols]] for m, row in method_rows(rows)]
     pool = summary.get("ingredients", [])
     text = (f"# Model soups: {title}\n\n" if title else "# Model soups\n\n")
@@ -83,7 +83,7 @@ def soups_markdown(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Se
     ingredient_rows = []
     for item in pool:
         row = by_name.get(item["name"], {})
-        ingredient_rows.append([f"`{item['name']}`", item.get("label") or "", _pct(item.get(HOLDOUT)),
+        ingredient_rows.append([f"`{item['name']}`", item.get("label") or "", _pct(item.get(HOLDOUT_TOP1)),
                                 *[_pct(row.get(f"{c}/top1")) for c in (reference, AVG_SHIFTS if shifts else reference)],
                                 "yes" if item["name"] in accepted else ""])
     if ingredient_rows:
@@ -103,7 +103,7 @@ def soups_csv_rows(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Se
 
     def flat(method: str, row: Mapping[str, Any], ingredient: str | None = None) -> dict[str, Any]:
         return {"method": method, "ingredient": ingredient or "", "overrides": labels.get(ingredient, ""),
-                "n_ingredients": row.get("n_ingredients"), HOLDOUT: row.get(HOLDOUT),
+                "n_ingredients": row.get("n_ingredients"), HOLDOUT_TOP1: row.get(HOLDOUT_TOP1),
                 **{f"{c}/top1": row.get(f"{c}/top1") for c in cols}}
 
     out = [flat(m, row, row.get("ingredient") if m == "best_individual" else None) for m, row in method_rows(rows)]

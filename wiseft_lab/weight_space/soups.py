@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from wiseft_lab.models.checkpoint import WEIGHTS_FILE
+
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
 Source = Mapping[str, torch.Tensor] | str | Path
 StateDict = dict[str, torch.Tensor]
 Spec = tuple[tuple[int, ...], bool]  # (shape, is floating point)
