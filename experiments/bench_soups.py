@@ -69,8 +69,9 @@ def write_pool(root: Path, arch: str, n: int, classes: int) -> int:
 def child(args) -> None:
     """One soup in this (fresh) process; prints a JSON line."""
     from wiseft_lab.weight_space.fisher import diagonal_fisher, fisher_merge
+    from wiseft_lab.weight_space.ingredients import load_all
     from wiseft_lab.weight_space.learned import LearnedSoupConfig, learned_soup
-    from wiseft_lab.weight_space.soups import greedy_soup, load_all, uniform_soup
+    from wiseft_lab.weight_space.soups import greedy_soup, uniform_soup
 
     torch.set_num_threads(args.threads)
     paths = sorted(p for p in Path(args.pool).iterdir() if p.is_dir())[: args.ingredients]

@@ -25,12 +25,12 @@ def config_dir() -> str:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> None:
     from wiseft_lab.errors import UserFacingError
-    from wiseft_lab.runner import run
+    from wiseft_lab.pipeline.run import run
 
     try:
         outputs = run(cfg)
     except UserFacingError:
-        # the runner has logged the message (it says how to fix the run) and saved the traceback in error.log
+        # the run has logged the message (it says how to fix the run) and saved the traceback in error.log
         raise SystemExit(1) from None
     lines = [f"Run directory: {outputs['run_dir']}"]
     for key, label in (("summary", "Table"), ("plot", "Plot"), ("results", "Results")):

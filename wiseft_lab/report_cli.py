@@ -14,8 +14,9 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
-from wiseft_lab.reporting.published import tables
-from wiseft_lab.reporting.report import ReportError, report, to_markdown
+from wiseft_lab.reporting.paper.published import tables
+from wiseft_lab.reporting.paper.render import report, to_markdown
+from wiseft_lab.reporting.paper.runs import ReportError
 
 
 def list_tables() -> str:

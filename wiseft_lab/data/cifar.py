@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 
-import wiseft_lab.data.templates  # noqa: F401  (registers clip_cifar10 / clip_cifar100)
 from wiseft_lab.data.base import TaskData
+from wiseft_lab.data.datasets import ArrayImages
 from wiseft_lab.data.layouts import (
-    ArrayImages,
     DataLayoutError,
     find_dir,
     find_file,

@@ -20,8 +20,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from wiseft_lab.data.base import MaxOverGroups, SelectColumns, TaskData
+from wiseft_lab.data.datasets import ImageList
 from wiseft_lab.data.layouts import (
-    ImageList,
     class_folders,
     find_dir,
     metadata,

@@ -11,13 +11,9 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-from PIL import Image
-from torch.utils.data import Dataset
 
 from wiseft_lab.errors import UserFacingError
 
@@ -125,64 +121,6 @@ def scan_class_folders(directory: Path, label_of: Mapping[str, int] | Callable[[
     if not samples:
         raise layout_error(title, f"no images (*{', *'.join(IMG_EXTENSIONS)}) found under {directory}", layout)
     return samples
-
-
-def pil_open(path: str, mode: str | None = "RGB") -> Image.Image:
-    """torchvision's ``pil_loader`` (decode, convert to RGB); ``mode=None`` keeps the file's own mode."""
-    with open(path, "rb") as f:
-        image = Image.open(f)
-        if mode is None:
-            image.load()
-            return image
-        return image.convert(mode)
-
-
-class ImageList(Dataset):
-    """``(path, label)`` samples decoded with PIL; exposes ``targets`` so splits never decode images.
-
-    ``pre_transform`` runs on the PIL image before ``transform`` (ObjectNet's optional border crop). ``mode``: the
-    PIL mode images are converted to on loading (``None``: as stored, like ``imagenetv2_pytorch``).
-    """
-
-    def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable | None = None,
-                 pre_transform: Callable | None = None, mode: str | None = "RGB"):
-        self.samples = [(str(p), int(y)) for p, y in samples]
-        self.targets = np.asarray([y for _, y in self.samples], dtype=np.int64)
-        self.transform = transform
-        self.pre_transform = pre_transform
-        self.mode = mode
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        image = pil_open(path, self.mode)
-        if self.pre_transform is not None:
-            image = self.pre_transform(image)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, label
-
-
-class ArrayImages(Dataset):
-    """Images held in a uint8 ``[N, H, W, 3]`` array (CIFAR-10.1 / 10.2), with ``targets``."""
-
-    def __init__(self, images: np.ndarray, labels: Iterable[int], transform: Callable | None = None):
-        self.images = images
-        self.targets = np.asarray(list(labels), dtype=np.int64)
-        if len(self.images) != len(self.targets):
-            raise ValueError(f"{len(self.images)} images but {len(self.targets)} labels")
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int):
-        image = Image.fromarray(np.asarray(self.images[index], dtype=np.uint8))
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.targets[index])
 
 
 # ---------------------------------------------------------------------------------------------- pre-flight checks

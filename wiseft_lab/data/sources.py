@@ -13,10 +13,10 @@ from pathlib import Path
 
 from torchvision.datasets import ImageFolder
 
-import wiseft_lab.data.templates  # noqa: F401  (registers the clip_<name> template sets for any data config)
 from wiseft_lab.data import synthetic
 from wiseft_lab.data.base import TaskData
-from wiseft_lab.data.layouts import ImageList, layout_error, with_layout_check
+from wiseft_lab.data.datasets import ImageList
+from wiseft_lab.data.layouts import layout_error, with_layout_check
 
 
 def synthetic_styles(

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-import wiseft_lab.data.templates  # noqa: F401  (registers the clip_<name> template sets)
 from wiseft_lab.data.base import TaskData
-from wiseft_lab.data.layouts import ImageList, layout_error, metadata, with_layout_check
+from wiseft_lab.data.datasets import ImageList
+from wiseft_lab.data.layouts import layout_error, metadata, with_layout_check
 from wiseft_lab.data.splits import hash_order
 
 log = logging.getLogger(__name__)

@@ -10,37 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 from torch import nn
 
-Template = str | Callable[[str], str]
-
-TEMPLATE_SETS: dict[str, tuple[Template, ...]] = {
-    "openai_imagenet": tuple(OPENAI_IMAGENET_TEMPLATES),
-    "openai_imagenet_7": tuple(SIMPLE_IMAGENET_TEMPLATES),
-    "simple": ("a photo of a {}.",),
-}
-
-
-def register_templates(name: str, templates: Sequence[Template]) -> None:
-    """Add a named template set (data modules register their dataset-specific prompts here)."""
-    TEMPLATE_SETS[name] = tuple(templates)
-
-
-def resolve_templates(templates: str | Sequence[Template]) -> tuple[Template, ...]:
-    """A template-set name, or an explicit list of ``"...{}..."`` strings / callables."""
-    if isinstance(templates, str):
-        if templates not in TEMPLATE_SETS:
-            raise KeyError(f"Unknown template set {templates!r}; known: {sorted(TEMPLATE_SETS)}")
-        return TEMPLATE_SETS[templates]
-    resolved = tuple(templates)
-    if not resolved:
-        raise ValueError("At least one prompt template is needed to build a zero-shot head.")
-    return resolved
-
-
-def fill_template(template: Template, classname: str) -> str:
-    return template(classname) if callable(template) else template.format(classname)
+from wiseft_lab.models.templates import Template, fill_template, resolve_templates
 
 
 class ClassificationHead(nn.Linear):

@@ -23,6 +23,9 @@ class NullLogger:
     url: str | None = None
     directory: str | None = None
 
+    def __init__(self, **run_fields: Any):  # the run's directory, config, group and name: nothing to record them in
+        pass
+
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None: ...
 
     def log_results(self, rows: Sequence[Mapping[str, Any]], reference: str) -> None: ...
@@ -104,10 +107,9 @@ class WandbLogger:
 
 
 def create_logger(cfg: Mapping[str, Any] | None, run_dir: Path, config: Mapping[str, Any], **run_fields: Any):
-    """Build the logger named by ``cfg.kind`` (``wandb`` or ``none``)."""
-    if not cfg or cfg.get("kind", "none") == "none":
+    """Instantiate ``logger`` (a ``_target_`` partial: W&B or none) for one run; no config: :class:`NullLogger`."""
+    if not cfg:
         return NullLogger()
-    if cfg["kind"] != "wandb":
-        raise ValueError(f"Unknown logger kind {cfg['kind']!r} (wandb, none)")
-    options = {k: cfg.get(k) for k in ("project", "entity", "mode", "tags", "job_type") if cfg.get(k) is not None}
-    return WandbLogger(run_dir=run_dir, config=config, **options, **run_fields)
+    from hydra.utils import instantiate
+
+    return instantiate(cfg)(run_dir=run_dir, config=config, **run_fields)

@@ -24,11 +24,10 @@ from tqdm.auto import tqdm
 from wiseft_lab.errors import UserFacingError
 from wiseft_lab.io import read_json, write_json, write_safetensors
 from wiseft_lab.precision import autocast, resolve_precision
+from wiseft_lab.training.losses import Batch, LossFn
 
 log = logging.getLogger(__name__)
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RESUMED_BY = "resumed_by.json"
@@ -46,25 +45,6 @@ class LoopConfig:
     precision: str = "fp32"
     seed: int = 0
     keep_checkpoints: int | None = 1
-
-
-def cross_entropy_loss(label_smoothing: float = 0.0, mixup_alpha: float = 0.0) -> LossFn:
-    """Cross-entropy with label smoothing; ``mixup_alpha > 0`` mixes each training batch first (mixup).
-
-    Mixup applies only in train mode: ``lam ~ Beta(alpha, alpha)``, inputs ``lam*x + (1-lam)*x[perm]``, loss
-    ``lam*CE(y) + (1-lam)*CE(y[perm])`` (:func:`wiseft_lab.training.augment.mixup_batch`).
-    """
-    def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-        inputs, labels = batch
-        if mixup_alpha and model.training:
-            from wiseft_lab.training.augment import mixup_batch
-
-            mixed, labels_a, labels_b, lam = mixup_batch(inputs, labels, float(mixup_alpha))
-            logits = model(mixed).float()
-            return (lam * nn.functional.cross_entropy(logits, labels_a, label_smoothing=label_smoothing)
-                    + (1.0 - lam) * nn.functional.cross_entropy(logits, labels_b, label_smoothing=label_smoothing))
-        return nn.functional.cross_entropy(model(inputs).float(), labels, label_smoothing=label_smoothing)
-    return loss
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -71,7 +74,9 @@ class EpochWarmupCosine:
 
     def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, epochs: int, warmup_epochs: int = 1,
                  warmup_lr: float = 1e-5, warmup_steps: int | None = None):
-        # ``warmup_steps`` belongs to the per-step schedules; presets written for those may set it: ignored here.
+        if warmup_steps is not None:  # a preset's per-step warm-up, when a method (finetune=clipfit) swapped schedules
+            log.warning("scheduler.warmup_steps=%s does not apply to CoOp/CLIPFit's per-epoch schedule (its warm-up is "
+                        "warmup_epochs=%d at warmup_lr=%g): not used", warmup_steps, warmup_epochs, warmup_lr)
         if epochs <= 0:
             raise ValueError(f"epochs must be positive, got {epochs}")
         self.optimizer = optimizer

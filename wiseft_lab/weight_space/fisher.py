@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call
 
 from wiseft_lab.precision import autocast
-from wiseft_lab.weight_space.soups import Source, StateDict, check_pool, float_keys, load_all
+from wiseft_lab.weight_space.ingredients import Source, StateDict, check_pool, float_keys, load_all
 
 log = logging.getLogger(__name__)
 

@@ -6,15 +6,14 @@ from collections.abc import Mapping
 
 import torch
 
-StateDict = Mapping[str, torch.Tensor]
-
 
 def _describe(keys: list[str], limit: int = 8) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def check_compatible(reference: StateDict, other: StateDict, names: tuple[str, str] = ("first", "second")) -> None:
+def check_compatible(reference: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tensor],
+                     names: tuple[str, str] = ("first", "second")) -> None:
     """Refuse state dicts whose key sets or tensor shapes differ, naming the offending keys."""
     only_ref = sorted(set(reference) - set(other))
     only_other = sorted(set(other) - set(reference))
@@ -31,7 +30,8 @@ def check_compatible(reference: StateDict, other: StateDict, names: tuple[str, s
         raise ValueError("Cannot combine state dicts: " + "; ".join(problems))
 
 
-def interpolate(theta_0: StateDict, theta_1: StateDict, alpha: float) -> dict[str, torch.Tensor]:
+def interpolate(theta_0: Mapping[str, torch.Tensor], theta_1: Mapping[str, torch.Tensor],
+                alpha: float) -> dict[str, torch.Tensor]:
     """Return a new state dict ``(1 - alpha) * theta_0 + alpha * theta_1`` over every entry.
 
     Floating tensors are mixed in float32 (float64 stays float64) and cast back to ``theta_0``'s dtype.

@@ -26,7 +26,15 @@ from torch import nn
 from torch.func import functional_call
 
 from wiseft_lab.precision import autocast
-from wiseft_lab.weight_space.soups import Source, StateDict, check_pool, float_keys, iter_tensors, load_all, nbytes
+from wiseft_lab.weight_space.ingredients import (
+    Source,
+    StateDict,
+    check_pool,
+    float_keys,
+    iter_tensors,
+    load_all,
+    nbytes,
+)
 
 log = logging.getLogger(__name__)
 

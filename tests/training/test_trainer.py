@@ -1,0 +1,89 @@
+"""The shared training loop: resume after an interruption, the non-finite-loss guard, accumulation."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from wiseft_lab.io import write_safetensors
+from wiseft_lab.training.job import epoch_loader
+from wiseft_lab.training.loop import (
+    LoopConfig,
+    NonFiniteLossError,
+    Trainer,
+    latest_epoch_dir,
+)
+from wiseft_lab.training.losses import cross_entropy_loss
+from wiseft_lab.training.schedules import WarmupCosine
+
+DATA = TensorDataset(torch.randn(40, 6, generator=torch.Generator().manual_seed(1)),
+                     torch.arange(40) % 3)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def make_trainer(tmp: Path, epochs: int = 3, accum: int = 1, lr: float = 0.05, stop_at_step: int | None = None):
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    calls = {"steps": 0}
+
+    def save_model(directory: Path, meta: dict) -> None:
+        write_safetensors(directory / "model.safetensors", model.state_dict())
+
+    def log_metrics(metrics: dict, step: int) -> None:
+        if "train/loss" in metrics:
+            calls["steps"] = step
+            if stop_at_step is not None and step == stop_at_step:
+                raise Interrupt
+
+    trainer = Trainer(model, model.parameters(), functools.partial(torch.optim.AdamW, lr=lr),
+                      functools.partial(WarmupCosine, warmup_steps=2), cross_entropy_loss(0.1),
+                      LoopConfig(epochs=epochs, grad_accum_steps=accum, seed=3), tmp, save_model, log_metrics)
+    return trainer, model, calls
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
+    loader = epoch_loader(DATA, batch_size=8, num_workers=0, seed=3)
+    full, full_model, _ = make_trainer(tmp_path / "full")
+    full.fit(loader, len(loader(0)))
+
+    broken, _, _ = make_trainer(tmp_path / "resumed", stop_at_step=8)  # 5 steps/epoch: dies in epoch 2
+    with pytest.raises(Interrupt):
+        broken.fit(loader, len(loader(0)))
+    last = latest_epoch_dir(tmp_path / "resumed")
+    assert last.name == "epoch_001"
+
+    resumed, resumed_model, _ = make_trainer(tmp_path / "resumed")
+    start_epoch, start_step = resumed.resume_from(
+        last, lambda d: resumed_model.load_state_dict(load_file(d / "model.safetensors")))
+    assert (start_epoch, start_step) == (1, 5)
+    resumed.fit(loader, len(loader(0)), start_epoch, start_step)
+    for key, value in full_model.state_dict().items():
+        assert torch.equal(value, resumed_model.state_dict()[key]), key
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    trainer, model, _ = make_trainer(tmp_path, epochs=2)
+    loader = epoch_loader(DATA, batch_size=8, num_workers=0, seed=0)
+    trainer.fit(loader, len(loader(0)), 0, 0)  # two good epochs
+    good = load_file(tmp_path / "epoch_002" / "model.safetensors")
+    trainer.config.epochs = 3
+    trainer.loss_fn = lambda m, batch: m(batch[0]).sum() * float("nan")
+    with pytest.raises(NonFiniteLossError, match="epoch_002"):
+        trainer.fit(loader, len(loader(0)), 2, 10)
+    assert torch.equal(load_file(tmp_path / "epoch_002" / "model.safetensors")["weight"], good["weight"])
+
+
+def test_gradient_accumulation_counts_optimisation_steps(tmp_path):
+    trainer, _, calls = make_trainer(tmp_path, epochs=2, accum=2)
+    loader = epoch_loader(DATA, batch_size=8, num_workers=0, seed=0)  # 5 batches -> 3 steps per epoch
+    trainer.fit(loader, len(loader(0)))
+    assert calls["steps"] == 6

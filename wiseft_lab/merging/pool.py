@@ -1,0 +1,163 @@
+"""Ingredient pools: the checkpoints a soup is made of, found in a sweep directory, a glob or a list.
+
+``merge.pool`` is a Hydra multirun directory (every job's ``checkpoints/<merge.checkpoint>``), a glob of checkpoints,
+or a list of either. Jobs without a checkpoint (failed, unfinished) are skipped, saying which and why.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from wiseft_lab.evaluation.suite import HOLDOUT
+from wiseft_lab.models.checkpoint import META_FILE, is_checkpoint, read_meta
+
+HOLDOUT_KEY = f"{HOLDOUT}/top1"
+SOUP_KIND = "soups"
+
+
+@dataclass
+class Ingredient:
+    name: str
+    checkpoint: Path                 # directory with model.safetensors + meta.json
+    holdout: float | None            # held-out top-1 recorded by its fine-tuning job
+    run_dir: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    wandb_run: str | None = None
+    meta_config: dict[str, Any] | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "checkpoint": str(self.checkpoint), HOLDOUT_KEY: self.holdout,
+                "run_dir": str(self.run_dir) if self.run_dir else None, "overrides": self.overrides,
+                "wandb_run_id": self.wandb_run}
+
+
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / n).exists() for n in ("config.yaml", ".hydra", "checkpoints", "error.log"))
+
+
+def _is_multirun_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "multirun.yaml").is_file()
+                              or any(_is_run_dir(c) for c in path.iterdir() if not c.name.startswith(".")))
+
+
+def _job_sort_key(path: Path):
+    return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
+
+
+def _failure(run_dir: Path, checkpoint: str) -> str:
+    error = run_dir / "error.log"
+    if error.is_file():
+        lines = [line for line in error.read_text(errors="replace").splitlines() if line.strip()]
+        return f"the job failed ({lines[-1].strip() if lines else 'see the log'}); see {error}"
+    if (run_dir / "checkpoints" / checkpoint).is_dir():
+        return f"checkpoints/{checkpoint} is incomplete (no {META_FILE}: killed while saving, or still running)"
+    return f"no checkpoints/{checkpoint} (still running, killed, or not a fine-tuning run)"
+
+
+def _wandb_run_id(run_dir: Path) -> str | None:
+    runs = sorted(p for p in run_dir.glob("wandb/*run-*") if p.is_dir())
+    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
+
+
+def _overrides(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    try:
+        return [str(o) for o in OmegaConf.load(path)]
+    except Exception:  # noqa: BLE001 - a label, never worth failing over
+        return []
+
+
+def _ingredient(checkpoint: Path, run_dir: Path | None) -> Ingredient:
+    meta = read_meta(checkpoint)
+    holdout = meta.metrics.get(HOLDOUT_KEY)
+    return Ingredient(name="", checkpoint=checkpoint, holdout=None if holdout is None else float(holdout),
+                      run_dir=run_dir, overrides=_overrides(run_dir) if run_dir else [],
+                      wandb_run=_wandb_run_id(run_dir) if run_dir else None, meta_config=meta.config)
+
+
+def _from_path(path: Path, checkpoint: str, found: list[Ingredient], skipped: list[dict[str, str]]) -> None:
+    if path.is_file() and path.suffix == ".safetensors":
+        path = path.parent
+    if is_checkpoint(path):
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+        found.append(_ingredient(path, run_dir))
+    elif _is_run_dir(path) and not _is_multirun_dir(path):
+        target = path / "checkpoints" / checkpoint
+        if is_checkpoint(target):
+            found.append(_ingredient(target, path))
+        else:
+            skipped.append({"source": str(path), "reason": _failure(path, checkpoint)})
+    elif _is_multirun_dir(path):
+        jobs = sorted((c for c in path.iterdir() if c.is_dir() and not c.name.startswith(".")), key=_job_sort_key)
+        for job in jobs:
+            target = job / "checkpoints" / checkpoint
+            if is_checkpoint(target):
+                found.append(_ingredient(target, job))
+            else:
+                skipped.append({"source": str(job), "reason": _failure(job, checkpoint)})
+    elif not path.exists():
+        skipped.append({"source": str(path), "reason": "does not exist"})
+    else:
+        skipped.append({"source": str(path), "reason": "not a checkpoint, run or multirun directory"})
+
+
+def _name(ingredient: Ingredient, depth: int) -> str:
+    base = ingredient.run_dir if ingredient.run_dir is not None else ingredient.checkpoint
+    return "/".join(base.parts[-depth:])
+
+
+def resolve_pool(pool: Any, checkpoint: str = "finetuned") -> tuple[list[Ingredient], list[dict[str, str]]]:
+    """The ingredients of ``merge.pool`` (in job order) and the sources that were skipped, with the reason."""
+    if pool is None or pool == "" or pool == "???":
+        raise ValueError("merge.pool is not set: give a multirun directory (merge.pool=outputs/multirun/<task>/"
+                         "<time>), a glob of checkpoints, or a list (merge.pool=[dir_a,dir_b]).")
+    specs = list(pool) if isinstance(pool, (list, tuple, ListConfig)) else [pool]
+    found: list[Ingredient] = []
+    skipped: list[dict[str, str]] = []
+    for spec in (str(s) for s in specs):
+        if glob.has_magic(spec):
+            matches = sorted(glob.glob(spec))
+            if not matches:
+                skipped.append({"source": spec, "reason": "the glob matches nothing"})
+            for match in matches:
+                _from_path(Path(match), checkpoint, found, skipped)
+        else:
+            _from_path(Path(spec), checkpoint, found, skipped)
+    unique: dict[Path, Ingredient] = {}
+    for ingredient in found:
+        unique.setdefault(ingredient.checkpoint.resolve(), ingredient)
+    found = list(unique.values())
+    depth = 1
+    while depth < 8 and len({_name(i, depth) for i in found}) < len(found):
+        depth += 1
+    for ingredient in found:
+        ingredient.name = _name(ingredient, depth)
+    return found, skipped
+
+
+def varying_overrides(ingredients: Sequence[Ingredient]) -> dict[str, str]:
+    """Name -> the overrides that differ across the pool (e.g. ``optimizer.lr=1e-05 seed=2``), for labels."""
+    common = set.intersection(*(set(i.overrides) for i in ingredients)) if ingredients else set()
+    return {i.name: " ".join(o for o in i.overrides if o not in common) for i in ingredients}
+
+
+def pool_group(cfg: DictConfig) -> str | None:
+    """W&B group of a soup run: its pool's sweep directory name (the group of the ingredient runs)."""
+    merge = cfg.get("merge") or {}
+    pool = merge.get("pool") if merge.get("kind") == SOUP_KIND else None
+    if isinstance(pool, str) and not glob.has_magic(pool) and _is_multirun_dir(Path(pool)):
+        return Path(pool).resolve().name
+    return None
+
+
+def pool_group_of(pool: Sequence[Ingredient]) -> str | None:
+    parents = {i.run_dir.parent.resolve() for i in pool if i.run_dir is not None}
+    return next(iter(parents)).name if len(parents) == 1 and _is_multirun_dir(next(iter(parents))) else None

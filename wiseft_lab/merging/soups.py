@@ -1,0 +1,383 @@
+"""The soups strategy: ``merge=soups`` (and ``uniform_soup``, ``greedy_soup``, ``learned_soup``, ``fisher``: the
+same strategy with one recipe) over a pool of fine-tuned checkpoints (:mod:`wiseft_lab.merging.pool`).
+
+Every recipe of ``recipes`` makes one soup; the baselines (the best single ingredient by held-out accuracy, every
+other ingredient for the plot, the output-space ensemble, the WiSE-FT curve of the best ingredient) are evaluated
+next to them. Artifacts under ``<run>/soups/``: ``pool.json``, the greedy trace and ingredient list, the learned
+coefficients, and ``soups.json`` that the report step turns into ``soups.md``/``soups.csv``/``soups.png``. Soups are
+saved as checkpoints under ``<run>/checkpoints/<soup>`` as they are made, so that one soup at a time is in memory.
+
+The weight-space math lives in :mod:`wiseft_lab.weight_space` (``soups``, ``learned``, ``fisher``); this module
+resolves the pool, feeds it the held-out data and records what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from wiseft_lab.data.cache import PreparedSet
+from wiseft_lab.io import write_csv, write_json, write_jsonl, write_safetensors
+from wiseft_lab.merging.pool import (
+    HOLDOUT_KEY,
+    Ingredient,
+    pool_group_of,
+    resolve_pool,
+    varying_overrides,
+)
+from wiseft_lab.merging.registry import (
+    MergeContext,
+    MergeResult,
+    MergeStrategy,
+    ModelEntry,
+    cached_loader,
+    register_merge,
+)
+from wiseft_lab.models.checkpoint import StateDict, is_checkpoint, load_state_dict, read_meta, save_checkpoint
+from wiseft_lab.models.ensemble import OutputEnsemble
+from wiseft_lab.weight_space.fisher import FISHER_FLOOR, diagonal_fisher, fisher_merge
+from wiseft_lab.weight_space.ingredients import check_pool
+from wiseft_lab.weight_space.interpolate import interpolate
+from wiseft_lab.weight_space.learned import LearnedSoupConfig, learned_soup
+from wiseft_lab.weight_space.soups import greedy_order, greedy_soup, uniform_soup
+
+log = logging.getLogger(__name__)
+
+# recipe -> row label in results.jsonl / soups.md
+RECIPES = {"uniform": "uniform_soup", "greedy": "greedy_soup", "learned": "learned_soup",
+           "learned_per_layer": "learned_soup_per_layer", "fisher": "fisher_soup"}
+SOUPS_DIR = "soups"
+SUMMARY_FILE = "soups.json"
+
+
+@dataclass
+class LearnedOptions:
+    """The learned soup (``merge.learned``): AdamW without weight decay on the shuffled held-out split."""
+
+    epochs: int = 5
+    lr: float = 0.05
+    batch_size: int = 256
+    streaming: bool | str | None = "auto"  # auto: in memory only when the pool fits max_memory_gb
+    max_memory_gb: float = 2.0
+    seed: int = 0  # held-out shuffling
+
+
+@dataclass
+class FisherOptions:
+    """Fisher merging (``merge.fisher``): the diagonal Fisher of each ingredient on the held-out split."""
+
+    floor: float = FISHER_FLOOR  # Fisher values are floored at this (WiSE-FT's --fisher_floor)
+    n_examples: int | None = None  # held-out examples per estimate (None: all), one at a time
+    train_mode: bool = False  # WiSE-FT estimates in train mode; eval mode avoids per-example BatchNorm
+    seed: int = 0  # sampling of the labels from the model's softmax
+    save: bool = False  # keep each ingredient's Fisher under <run>/soups/fisher/
+
+
+def shuffled_batches(prepared: PreparedSet, batch_size: int, device: torch.device,
+                     seed: int) -> Callable[[int], Iterator]:
+    """``batches(epoch)``: the held-out split in a new seeded order every epoch, normalised, on ``device``."""
+    def batches(epoch: int):
+        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+        for images, labels in prepared.batches(batch_size, device, generator):
+            yield images, labels.to(device)
+    return batches
+
+
+@dataclass
+class SoupOutcome:
+    label: str
+    state: StateDict
+    extra: dict[str, Any]
+
+
+@dataclass
+class _Kitchen:
+    """One soup run's working state: the pool, its held-out scores, where things go, what was recorded."""
+
+    options: Soups
+    ctx: MergeContext
+    pool: list[Ingredient]
+    holdout: list[float | None]
+    out_dir: Path
+    template: Path
+    summary: dict[str, Any]
+
+    @property
+    def sources(self) -> list[Path]:
+        return [i.checkpoint for i in self.pool]
+
+    @property
+    def names(self) -> list[str]:
+        return [i.name for i in self.pool]
+
+    @property
+    def prepared(self) -> PreparedSet | None:
+        return self.ctx.holdout_set()
+
+    def score(self, state: StateDict) -> float:
+        return self.ctx.score(self.template, state)
+
+    def need_holdout(self, what: str) -> None:
+        if self.prepared is None:
+            raise ValueError(f"{what} needs a held-out split: set data.holdout_fraction (the value the ingredients "
+                             "were fine-tuned with, e.g. 0.02) so that this run carves the same split.")
+
+    def need_linear_head(self, what: str) -> None:
+        if read_meta(self.template).head == "text":
+            raise ValueError(f"{what} is not supported for checkpoints whose head is derived from the text tower "
+                             "(the head of a mixed model must be rebuilt); use the uniform or greedy soup.")
+
+    def skeleton(self) -> torch.nn.Module:
+        return self.ctx.models.skeleton(self.template)
+
+
+def _uniform(kitchen: _Kitchen, recipe: str) -> SoupOutcome:
+    names = kitchen.names
+    state = uniform_soup(kitchen.sources, accumulate=kitchen.options.accumulate, names=names,
+                         on_ingredient=lambda i: log.info("Uniform soup: added %s (%d/%d)", names[i], i + 1,
+                                                          len(names)))
+    return SoupOutcome(RECIPES[recipe], state, {"n_ingredients": len(names)})
+
+
+def _greedy(kitchen: _Kitchen, recipe: str) -> SoupOutcome:
+    kitchen.need_holdout("The greedy soup")
+    trace_path = kitchen.out_dir / "greedy_trace.jsonl"
+    steps: list[dict] = []
+
+    def on_step(step) -> None:  # written as it goes: a killed run keeps its trace
+        steps.append(vars(step).copy())
+        write_jsonl(trace_path, steps)
+        kitchen.ctx.log_metrics({"greedy/step": step.step, "greedy/holdout_top1": step.holdout,
+                                 "greedy/accepted": int(step.accepted), "greedy/n_ingredients": step.n_ingredients},
+                                None)
+
+    # Candidates are built in the tensors of the model that scores them: the soup + that model, nothing more.
+    result = greedy_soup(kitchen.sources, kitchen.holdout, kitchen.score, accept=kitchen.options.accept,
+                         names=kitchen.names, accumulate=kitchen.options.accumulate, on_step=on_step,
+                         candidate_into=kitchen.skeleton().state_dict())
+    write_csv(kitchen.out_dir / "greedy_trace.csv", result.trace_rows())
+    info = {"ingredients": result.ingredients, "order": result.order, "accept": result.accept,
+            HOLDOUT_KEY: result.holdout, "trace": str(trace_path)}
+    write_json(kitchen.out_dir / "greedy_soup.json", info)
+    kitchen.summary["greedy"] = info
+    return SoupOutcome(RECIPES[recipe], result.state, {"n_ingredients": len(result.ingredients),
+                                                       HOLDOUT_KEY: result.holdout})
+
+
+def _learned(kitchen: _Kitchen, recipe: str) -> SoupOutcome:
+    per_layer = recipe == "learned_per_layer"
+    label = RECIPES[recipe]
+    kitchen.need_holdout("The learned soup")
+    kitchen.need_linear_head("The learned soup")
+    options, ctx = kitchen.options.learned, kitchen.ctx
+    streaming = options.streaming
+    config = LearnedSoupConfig(epochs=int(options.epochs), lr=float(options.lr), per_layer=per_layer,
+                               streaming=None if streaming in (None, "auto") else bool(streaming),
+                               max_memory_gb=float(options.max_memory_gb), precision=ctx.precision)
+    batches = shuffled_batches(kitchen.prepared, int(options.batch_size), ctx.device, int(options.seed))
+    result = learned_soup(kitchen.skeleton(), kitchen.sources, batches, config, names=kitchen.names,
+                          device=ctx.device,
+                          on_step=lambda r: ctx.log_metrics({f"{label}/{k}": v for k, v in r.items()}, None))
+    info = {"ingredients": kitchen.names, "rows": result.rows, "coefficients": result.coefficients.tolist(),
+            "beta": result.beta, "streaming": result.streaming, "epochs": config.epochs, "lr": config.lr,
+            "history": result.history}
+    write_json(kitchen.out_dir / f"{label}.json", info)
+    write_safetensors(kitchen.out_dir / f"{label}_coefficients.safetensors", {"coefficients": result.coefficients})
+    kitchen.summary[label] = {k: info[k] for k in ("beta", "streaming")}
+    if not per_layer:
+        kitchen.summary[label]["coefficients"] = dict(zip(kitchen.names, result.coefficients[0].tolist(),
+                                                          strict=True))
+    return SoupOutcome(label, result.state, {"n_ingredients": len(kitchen.pool)})
+
+
+def _fisher(kitchen: _Kitchen, recipe: str) -> SoupOutcome:
+    kitchen.need_holdout("Fisher merging")
+    kitchen.need_linear_head("Fisher merging")
+    options, ctx = kitchen.options.fisher, kitchen.ctx
+    skeleton = kitchen.skeleton()
+    limit = options.n_examples
+
+    def fisher_of(index: int, state: StateDict):
+        generator = torch.Generator().manual_seed(int(options.seed))
+        examples = (images for images, _ in kitchen.prepared.batches(64, ctx.device))
+        fisher = diagonal_fisher(skeleton, state, examples, generator=generator,
+                                 max_examples=None if limit is None else int(limit),
+                                 train_mode=bool(options.train_mode), precision=ctx.precision)
+        log.info("Fisher of %s estimated (%d/%d)", kitchen.names[index], index + 1, len(kitchen.pool))
+        if options.save:
+            name = kitchen.names[index].replace("/", "_")
+            write_safetensors(kitchen.out_dir / "fisher" / f"{name}.safetensors", fisher)
+        return fisher
+
+    floor = float(options.floor)
+    state = fisher_merge(kitchen.sources, fisher_of, floor=floor, names=kitchen.names)
+    kitchen.summary["fisher_soup"] = {"floor": floor, "n_examples": limit}
+    return SoupOutcome(RECIPES[recipe], state, {"n_ingredients": len(kitchen.pool)})
+
+
+RECIPE_FNS: dict[str, Callable[[_Kitchen, str], SoupOutcome]] = {
+    "uniform": _uniform, "greedy": _greedy, "learned": _learned, "learned_per_layer": _learned, "fisher": _fisher}
+
+
+def check_holdout_config(run_cfg, pool: Sequence[Ingredient]) -> None:
+    """Warn when the ingredients' held-out split was carved from other data than this run's."""
+    if run_cfg is None or "data" not in run_cfg:
+        return
+    mine = OmegaConf.to_container(run_cfg.data, resolve=True)
+    defaults = {"dataset": None, "holdout_fraction": 0.0, "holdout_seed": 0, "classes": None}
+    for ingredient in pool:
+        theirs = (ingredient.meta_config or {}).get("data")
+        if not isinstance(theirs, dict):
+            continue
+        differ = [k for k, d in defaults.items() if theirs.get(k, d) != mine.get(k, d)]
+        if differ:
+            log.warning("Ingredient %s was fine-tuned with other data.%s than this run: its recorded held-out "
+                        "accuracy was measured on another split (merge.rescore_holdout=true re-measures it here).",
+                        ingredient.name, "/".join(differ))
+
+
+@register_merge("soups")
+@dataclass(kw_only=True)
+class Soups(MergeStrategy):
+    """Model soups over ``pool``: every recipe of ``recipes``, beside the best ingredient and the ensemble."""
+
+    recipes: list[str] = field(default_factory=lambda: ["uniform", "greedy", "learned", "learned_per_layer"])
+    pool: Any = None               # a multirun directory, a glob of checkpoints, or a list of either
+    checkpoint: str = "finetuned"  # which checkpoint of each job is an ingredient
+    accumulate: str = "fp32"       # uniform/greedy arithmetic: fp32 (the reference) | fp64
+    accept: str = "gt"             # greedy: gt = strictly better held-out accuracy (the reference) | ge (the paper)
+    rescore_holdout: bool = False  # re-measure every ingredient's held-out accuracy instead of reading meta.json
+    save: bool = True              # write every soup as a checkpoint under <run>/checkpoints/<soup>
+    include_baselines: bool = True  # the best ingredient (by held-out accuracy) and the output-space ensemble
+    ensemble: bool = True          # the mean-logits ensemble of all ingredients (holds every ingredient)
+    eval_ingredients: bool = True  # evaluate every ingredient (the figure's points); false: the best one only
+    wiseft_alphas: list[float] = field(default_factory=list)  # WiSE-FT curve of the best ingredient
+    learned: LearnedOptions = field(default_factory=LearnedOptions)
+    fisher: FisherOptions = field(default_factory=FisherOptions)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.learned, Mapping):
+            self.learned = LearnedOptions(**self.learned)
+        if isinstance(self.fisher, Mapping):
+            self.fisher = FisherOptions(**self.fisher)
+        unknown = [r for r in self.recipes if r not in RECIPE_FNS]
+        if unknown:
+            raise ValueError(f"Unknown soup recipes {unknown}; choose from {sorted(RECIPE_FNS)}")
+
+    def run(self, ctx: MergeContext) -> MergeResult:
+        pool, skipped = resolve_pool(self.pool, str(self.checkpoint))
+        for item in skipped:
+            log.warning("Soup pool: skipping %s: %s", item["source"], item["reason"])
+        if not pool:
+            raise FileNotFoundError(f"No ingredient checkpoint found in merge.pool={self.pool!r}"
+                                    + (f" ({len(skipped)} sources skipped, see above)" if skipped else ""))
+        check_pool([i.checkpoint for i in pool], [i.name for i in pool])
+        classnames = {tuple(read_meta(i.checkpoint).classnames) for i in pool}
+        if len(classnames) > 1:
+            log.warning("The ingredients' heads were built for different class names: their soup is unlikely to "
+                        "mean much.")
+        log.info("Soup pool: %d ingredients (%s)%s", len(pool), ", ".join(i.name for i in pool),
+                 f", {len(skipped)} skipped" if skipped else "")
+        template = pool[0].checkpoint
+        check_holdout_config(ctx.run_cfg, pool)
+        kitchen = _Kitchen(self, ctx, pool, [i.holdout for i in pool], ctx.run_dir / SOUPS_DIR, template, {})
+        scorable = kitchen.prepared is not None
+        for index, ingredient in enumerate(pool):
+            if (self.rescore_holdout or kitchen.holdout[index] is None) and scorable:
+                if not self.rescore_holdout:
+                    log.info("Ingredient %s has no recorded held-out accuracy: measuring it now", ingredient.name)
+                kitchen.holdout[index] = float(kitchen.score(load_state_dict(ingredient.checkpoint)))
+        holdout = kitchen.holdout
+        known = all(h is not None for h in holdout)
+        best = greedy_order(holdout)[0] if known else None
+        labels = varying_overrides(pool)
+        summary = kitchen.summary
+        summary.update({
+            "pool_spec": OmegaConf.to_container(self.pool) if OmegaConf.is_config(self.pool) else self.pool,
+            "recipes": list(self.recipes),
+            "ingredients": [{**i.record(), HOLDOUT_KEY: holdout[k], "label": labels[i.name]}
+                            for k, i in enumerate(pool)],
+            "skipped": skipped,
+            "best_individual": pool[best].name if best is not None else None,
+            "wandb_group": pool_group_of(pool),
+        })
+        write_json(kitchen.out_dir / "pool.json", {k: summary[k] for k in ("pool_spec", "ingredients", "skipped")})
+
+        entries: list[ModelEntry] = []
+        if best is not None and (self.include_baselines or self.eval_ingredients):
+            entries.append(_ingredient_entry(pool[best], holdout[best], best=True))
+        if not known and self.recipes:
+            missing = [pool[k].name for k, h in enumerate(holdout) if h is None]
+            log.warning("No held-out accuracy for %s (and no held-out split in this run to measure it)", missing)
+        for recipe in self.recipes:
+            outcome = RECIPE_FNS[recipe](kitchen, recipe)
+            if HOLDOUT_KEY not in outcome.extra and scorable:
+                outcome.extra[HOLDOUT_KEY] = float(kitchen.score(outcome.state))
+            used = summary["greedy"]["ingredients"] if recipe == "greedy" else kitchen.names
+            record = {"recipe": recipe, "ingredients": used, **outcome.extra}
+            summary.setdefault("soups", {})[outcome.label] = record
+            if self.save:
+                directory = self._save(ctx, template, outcome, {**record, **(summary.get(outcome.label) or {})})
+                record["checkpoint"] = str(directory)
+                weights = _lazy_state(directory)
+            else:
+                weights = _constant(outcome.state)
+            entries.append(ModelEntry(outcome.label, None, weights, extra=dict(outcome.extra), tag=outcome.label))
+            del outcome
+            write_json(kitchen.out_dir / SUMMARY_FILE, summary)
+        if self.eval_ingredients:
+            entries += [_ingredient_entry(i, holdout[k], best=False) for k, i in enumerate(pool) if k != best]
+        if self.include_baselines and self.ensemble:
+            entries.append(ModelEntry("ensemble", None, None, extra={"n_ingredients": len(pool)}, tag="ensemble",
+                                      module=lambda: OutputEnsemble(kitchen.skeleton(),
+                                                                    [load_state_dict(i.checkpoint) for i in pool])))
+        alphas = [float(a) for a in self.wiseft_alphas]
+        if alphas and best is not None:
+            entries += _wiseft_entries(pool[best], alphas)
+        write_json(kitchen.out_dir / SUMMARY_FILE, summary)
+        return MergeResult(entries, template)
+
+    def _save(self, ctx: MergeContext, template: Path, outcome: SoupOutcome, info: dict[str, Any]) -> Path:
+        meta = read_meta(template).replace(
+            method=outcome.label, trainable=[], epoch=None, step=None, soup=info,
+            metrics={k: v for k, v in outcome.extra.items() if k == HOLDOUT_KEY},
+            config=OmegaConf.to_container(ctx.run_cfg.merge, resolve=True) if "merge" in ctx.run_cfg else None)
+        return save_checkpoint(ctx.run_dir / "checkpoints" / outcome.label, outcome.state, meta)
+
+
+def _lazy_state(path: Path) -> Callable[[], StateDict]:
+    return lambda: load_state_dict(path)
+
+
+def _constant(state: StateDict) -> Callable[[], StateDict]:
+    return lambda: state
+
+
+def _ingredient_entry(ingredient: Ingredient, holdout: float | None, *, best: bool) -> ModelEntry:
+    extra = {"ingredient": ingredient.name, "best_individual": best, "n_ingredients": 1}
+    if holdout is not None:
+        extra[HOLDOUT_KEY] = holdout
+    return ModelEntry("ingredient", None, _lazy_state(ingredient.checkpoint), extra=extra,
+                      tag=f"ingredient_{ingredient.name.replace('/', '_')}")
+
+
+def _wiseft_entries(best: Ingredient, alphas: Sequence[float]) -> list[ModelEntry]:
+    """The WiSE-FT curve between the best ingredient and its own zero-shot checkpoint."""
+    zeroshot = best.checkpoint.parent / "zeroshot"
+    if not is_checkpoint(zeroshot):
+        log.warning("merge.wiseft_alphas: no zero-shot checkpoint next to %s; skipping the WiSE-FT curve",
+                    best.checkpoint)
+        return []
+    cache: dict[Path, StateDict] = {}
+    theta_0, theta_1 = cached_loader(zeroshot, cache), cached_loader(best.checkpoint, cache)
+    entries = [ModelEntry("zeroshot", 0.0, theta_0, extra={"ingredient": best.name})]
+    entries += [ModelEntry("wiseft", a, lambda a=a: interpolate(theta_0(), theta_1(), a),
+                           extra={"ingredient": best.name}) for a in alphas]
+    return entries

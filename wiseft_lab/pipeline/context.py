@@ -1,0 +1,146 @@
+"""The run context: built once per job from the composed config, then passed down to every stage.
+
+It holds the config, the run directory, the device and the *resolved* precision, the logger, the typed method
+and merge strategy (instantiated, so a bad option fails before any model is built), the model loader, and the
+task data: the training set and its held-out split are built once (untransformed; each consumer sees them
+through its own transform), the evaluation suites on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import wiseft_lab.merging  # noqa: F401  (registers the merge strategies)
+import wiseft_lab.training.methods  # noqa: F401  (registers the fine-tuning methods)
+from wiseft_lab.config import instantiate_checked
+from wiseft_lab.data.base import TaskData
+from wiseft_lab.data.class_subsets import subsample_classes
+from wiseft_lab.data.datasets import with_transform
+from wiseft_lab.data.splits import train_and_holdout
+from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite
+from wiseft_lab.merging.registry import MergeStrategy
+from wiseft_lab.models.loader import ModelLoader
+from wiseft_lab.training.job import FinetuneMethod
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.sha1("\n".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+def weights_identity(path: str | None) -> str:
+    """Tag, or path + size + mtime for local files (a changed file invalidates cached features)."""
+    if path and Path(path).exists():
+        stat = Path(path).stat()
+        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    return str(path)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def hydra_choice(group: str) -> str | None:
+    """The option chosen for a config group (``data``: ``dtd``), when running under Hydra."""
+    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+
+
+def sweep_group() -> str | None:
+    """Jobs of one multirun share a W&B group: the sweep directory's name (None outside a multirun)."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir).name
+    return None
+
+
+@dataclass
+class TaskSplits:
+    """The fine-tuning set and its held-out split, untransformed (consumers use ``data.datasets.with_transform``)."""
+
+    train: TaskData
+    holdout: TaskData | None
+
+
+@dataclass
+class RunContext:
+    cfg: DictConfig
+    run_dir: Path
+    logger: Any
+    device: torch.device
+    precision: str              # resolved: bf16 | fp32
+    method: FinetuneMethod      # the finetune config, typed
+    strategy: MergeStrategy     # the merge config, typed
+    models: ModelLoader
+    _task: TaskSplits | None = field(default=None, repr=False)
+    _suite: EvalSuite | None = field(default=None, repr=False)
+    _holdout: EvalSuite | None = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, cfg: DictConfig, run_dir: Path, logger: Any, device: torch.device, precision: str) -> RunContext:
+        """``precision`` is the resolved one (:func:`wiseft_lab.precision.resolve_precision`)."""
+        model = cfg.model
+        return cls(cfg=cfg, run_dir=run_dir, logger=logger, device=device, precision=precision,
+                   method=instantiate_checked(cfg.finetune, "finetune"),
+                   strategy=instantiate_checked(cfg.merge, "merge"),
+                   models=ModelLoader(model.arch, model.pretrained, device, model.get("cache_dir")))
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / CHECKPOINTS
+
+    @property
+    def seed(self) -> int:
+        return int(self.cfg.seed)
+
+    def task(self) -> TaskSplits:
+        """The data config minus the held-out split, optionally k-shot: built once."""
+        if self._task is None:
+            data = self.cfg.data
+            full = subsample_classes(instantiate(data.dataset)(transform=None), data.get("classes"))
+            train, held = train_and_holdout(full, float(data.get("holdout_fraction") or 0.0), data.get("shots"),
+                                            seed=self.seed, holdout_seed=int(data.get("holdout_seed", 0)))
+            self._task = TaskSplits(train, held)
+        return self._task
+
+    def holdout_suite(self) -> EvalSuite | None:
+        """The held-out split as a one-set suite (decoded once, cached across a multirun's jobs), or None."""
+        if self._holdout is None:
+            held = self.task().holdout
+            if held is None:
+                return None
+            transform = self.models.bundle().preprocess_val
+            # the split depends on data.holdout_seed, not on the training seed: a sweep's jobs share one cache entry
+            key = digest(HOLDOUT, OmegaConf.to_yaml(self.cfg.data, resolve=True),
+                         self.cfg.data.get("holdout_seed", 0), repr(transform))
+            self._holdout = EvalSuite.build(
+                HOLDOUT, {HOLDOUT: lambda transform: with_transform(held, transform)}, transform,
+                cache_keys={HOLDOUT: key}, max_cache_bytes=float(self.cfg.eval.cache_max_gb) * 1e9,
+                batch_size=self.cfg.eval.batch_size, num_workers=self.cfg.eval.num_workers)
+        return self._holdout
+
+    def suite(self) -> EvalSuite:
+        """The evaluation suite of ``eval``: every set decoded once per process when it fits the budget."""
+        if self._suite is None:
+            ev = self.cfg.eval
+            transform = self.models.bundle().preprocess_val
+            builders = {name: instantiate(ds_cfg) for name, ds_cfg in ev.datasets.items()}
+            keys = ({name: digest(OmegaConf.to_yaml(c, resolve=True), repr(transform))
+                     for name, c in ev.datasets.items()} if ev.cache else None)
+            self._suite = EvalSuite.build(ev.reference, builders, transform, cache_keys=keys,
+                                          max_cache_bytes=float(ev.cache_max_gb) * 1e9, batch_size=ev.batch_size,
+                                          num_workers=ev.num_workers)
+        return self._suite

@@ -1,0 +1,146 @@
+"""The finetune stage: the zero-shot model of ``model.pretrained``, then the configured method, as checkpoints.
+
+Returns the :class:`Endpoints` the merge stage takes: the zero-shot and fine-tuned checkpoint directories.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from wiseft_lab.evaluation.suite import HOLDOUT, evaluate
+from wiseft_lab.models.checkpoint import WEIGHTS_FILE, CheckpointMeta, save_checkpoint
+from wiseft_lab.models.classifier import ImageClassifier
+from wiseft_lab.models.templates import coop_templates, fill_template, resolve_templates
+from wiseft_lab.models.text_head import build_text_head
+from wiseft_lab.models.zeroshot import build_zeroshot_head
+from wiseft_lab.pipeline.context import RunContext, digest, hydra_choice, sweep_group, weights_identity
+from wiseft_lab.training.job import FinetuneJob
+from wiseft_lab.training.loop import find_interrupted_run, latest_epoch_dir, mark_resumed
+from wiseft_lab.training.trainable import select_trainable, write_trainable_report
+
+log = logging.getLogger(__name__)
+
+TRAINABLE_REPORT = "trainable_parameters.txt"
+
+
+@dataclass
+class Endpoints:
+    """The checkpoints WiSE-FT interpolates between (either may be missing when a stage runs alone)."""
+
+    zeroshot: Path | None = None
+    finetuned: Path | None = None
+
+
+def prompt_templates(ctx: RunContext):
+    """``finetune.templates`` (``coop``: the data set's CoOp/CLIPFit prompt), else the data config's or the set's."""
+    chosen = ctx.method.templates
+    if chosen == "coop":
+        return coop_templates([hydra_choice("data"), ctx.cfg.data.get("name")])
+    return resolve_templates(chosen or ctx.cfg.data.templates or ctx.task().train.templates)
+
+
+def zeroshot_model(ctx: RunContext) -> tuple[ImageClassifier, CheckpointMeta]:
+    """The zero-shot model: ``model.pretrained`` weights with a head from the training set's prompts."""
+    bundle = ctx.models.bundle()
+    data = ctx.task().train
+    templates = prompt_templates(ctx)
+    method = ctx.method
+    if method.head == "text":  # the prompts exactly as the method writes them during training
+        head = build_text_head(bundle.model, bundle.tokenizer, data.classnames, templates)
+    else:
+        head = build_zeroshot_head(bundle.model, bundle.tokenizer, data.classnames, templates)
+    classifier = ImageClassifier(bundle.model, head, keep_text=method.keeps_text).to(ctx.device)
+    meta = CheckpointMeta(
+        arch=bundle.arch, pretrained=bundle.pretrained, classnames=list(data.classnames),
+        templates=[fill_template(t, "{}") for t in templates],
+        preprocess=dict(getattr(bundle.model.visual, "preprocess_cfg", {}) or {}),
+        keep_text=method.keeps_text, head=method.head, method="zeroshot", dataset=ctx.cfg.data.name,
+        seed=ctx.seed, precision=ctx.precision, config=OmegaConf.to_container(ctx.cfg, resolve=True))
+    return classifier, meta
+
+
+def describe(ctx: RunContext) -> tuple[ImageClassifier, CheckpointMeta]:
+    """The zero-shot model with the method's trainable entries marked; writes trainable_parameters.txt."""
+    classifier, meta = zeroshot_model(ctx)
+    trainable = select_trainable(classifier, ctx.method.trainable)
+    write_trainable_report(classifier, ctx.run_dir / TRAINABLE_REPORT)
+    return classifier, meta.replace(trainable=trainable)
+
+
+def finetune(ctx: RunContext) -> Endpoints:
+    """Save the zero-shot checkpoint, run the method, score the held-out split, save the fine-tuned checkpoint."""
+    classifier, meta = describe(ctx)
+    zeroshot = save_checkpoint(ctx.checkpoint_dir / "zeroshot", classifier, meta.replace(trainable=[]))
+    resume = resume_dir(ctx)
+    job = FinetuneJob(
+        model=classifier, bundle=ctx.models.bundle(), train_data=ctx.task().train, precision=ctx.precision,
+        seed=ctx.seed, optimizer_factory=instantiate(ctx.cfg.optimizer),
+        scheduler_factory=instantiate(ctx.cfg.scheduler), checkpoint_dir=resume or ctx.checkpoint_dir,
+        meta=meta.replace(method=ctx.method.name), num_workers=ctx.cfg.data.num_workers, resume=resume is not None,
+        feature_cache=feature_cache_path(ctx), log_metrics=ctx.logger.log)
+    model = ctx.method.run(job)
+    metrics = {}
+    holdout = ctx.holdout_suite()
+    if holdout is not None:
+        metrics = {f"{HOLDOUT}/top1": evaluate(model, holdout, batch_size=ctx.cfg.eval.batch_size,
+                                               precision=ctx.precision, progress=False)[f"{HOLDOUT}/top1"]}
+        log.info("Held-out top-1 of the fine-tuned model: %.2f%%", 100 * metrics[f"{HOLDOUT}/top1"])
+        ctx.logger.summary(metrics)
+    finetuned = save_checkpoint(ctx.checkpoint_dir / "finetuned", model,
+                                job.meta.replace(epoch=ctx.method.epochs, metrics=metrics))
+    if resume is not None and resume != ctx.checkpoint_dir:  # the interrupted run is finished now: not resumable
+        mark_resumed(resume, ctx.run_dir)
+    log.info("Fine-tuned checkpoint: %s", finetuned)
+    return Endpoints(zeroshot, finetuned)
+
+
+def resume_dir(ctx: RunContext) -> Path | None:
+    """Where to continue training from, or None.
+
+    ``resume=<run dir>`` continues that run's per-epoch checkpoints (in place). ``resume=true`` uses this run's
+    own checkpoints if it has any (a re-used ``hydra.run.dir``, or a multirun's job dir), else the newest earlier
+    run of the same task whose fine-tuning never finished.
+    """
+    resume = ctx.cfg.resume
+    if resume in (None, False, "false"):
+        return None
+    if resume not in (True, "true"):
+        target = Path(str(resume)) / "checkpoints"
+        if latest_epoch_dir(target) is None:
+            raise FileNotFoundError(f"resume={resume}: no finished epoch checkpoint under {target}")
+        return target
+    if latest_epoch_dir(ctx.checkpoint_dir) is not None or sweep_group() is not None:
+        return ctx.checkpoint_dir
+    interrupted = find_interrupted_run(ctx.run_dir.parent, exclude=ctx.run_dir)
+    if interrupted is not None:
+        log.info("resume=true: continuing the interrupted run %s", interrupted)
+        return interrupted / "checkpoints"
+    log.warning("resume=true but no interrupted run of task %r found: training from scratch", ctx.cfg.task_name)
+    return ctx.checkpoint_dir
+
+
+def feature_cache_path(ctx: RunContext) -> Path | None:
+    if not ctx.method.caches_features:
+        return None
+    bundle = ctx.models.bundle()
+    key = digest(bundle.arch, weights_identity(bundle.pretrained), OmegaConf.to_yaml(ctx.cfg.data, resolve=True),
+                 ctx.cfg.seed, repr(bundle.preprocess_val), ctx.precision)
+    return Path(ctx.cfg.paths.cache_dir) / "features" / f"{key}.safetensors"
+
+
+def given_or_produced(ctx: RunContext, name: str) -> Path | None:
+    """``checkpoints.<name>`` when given, else this run's own ``checkpoints/<name>`` when it exists."""
+    configured = ctx.cfg.checkpoints.get(name)
+    if configured:
+        return Path(str(configured))
+    produced = ctx.checkpoint_dir / name
+    return produced if (produced / WEIGHTS_FILE).is_file() else None
+
+
+def endpoints(ctx: RunContext) -> Endpoints:
+    return Endpoints(given_or_produced(ctx, "zeroshot"), given_or_produced(ctx, "finetuned"))

@@ -1,0 +1,119 @@
+"""One job: the run directory, its record, the logger, the stages in order, and failure handling apart from them.
+
+``run(cfg)`` is what ``wiseft-lab`` calls for every job (a multirun's jobs share a process): it writes
+``config.yaml`` and ``run_info.json``, builds the :class:`~wiseft_lab.pipeline.context.RunContext` once, runs
+``finetune -> merge -> evaluate -> report`` (each stage a function of the context that returns what the next
+one takes), and on any failure writes the traceback to ``error.log`` and closes the W&B run as failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from wiseft_lab.config import ConfigError, check_targets
+from wiseft_lab.data.layouts import check_data_layouts
+from wiseft_lab.io import atomic_write_text
+from wiseft_lab.merging.pool import pool_group
+from wiseft_lab.pipeline.context import RunContext, resolve_device, sweep_group
+from wiseft_lab.pipeline.deprecations import apply_deprecations
+from wiseft_lab.pipeline.evaluate import evaluate
+from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
+from wiseft_lab.pipeline.merge import merge
+from wiseft_lab.pipeline.report import report
+from wiseft_lab.precision import resolve_precision
+from wiseft_lab.reporting.loggers import create_logger
+from wiseft_lab.reporting.run_info import write_run_info
+
+log = logging.getLogger(__name__)
+
+STAGES = ("finetune", "merge", "evaluate")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_dir_from_hydra(cfg: DictConfig) -> Path:
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_dir)
+
+
+def run_stages(ctx: RunContext) -> dict[str, Any]:
+    stages = list(ctx.cfg.stages)
+    if not stages:
+        describe(ctx)
+        log.info("stages=[]: dry run, wrote %s", ctx.run_dir / TRAINABLE_REPORT)
+        return {"trainable": ctx.run_dir / TRAINABLE_REPORT}
+    check_data_layouts(ctx.cfg, stages)  # missing or misplaced data fails here, before any training
+    ends = finetune(ctx) if "finetune" in stages else endpoints(ctx)
+    if "merge" not in stages and "evaluate" not in stages:
+        return {}
+    candidates = merge(ctx, ends, run_strategy="merge" in stages)
+    if "evaluate" not in stages:
+        return {}
+    return report(ctx, evaluate(ctx, candidates))
+
+
+def _raise_on_sigterm():
+    """Turn SIGTERM (a scheduler's pre-emption, ``kill``) into an exception, so a killed job still writes its
+    error.log and finishes its W&B run; returns the previous handler (None off the main thread)."""
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one job: set up the run dir and logger, run the stages, always close the logger."""
+    run_dir = run_dir_from_hydra(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(int(cfg.seed))
+    logger = None
+    previous_handler = _raise_on_sigterm()
+    try:
+        cfg = apply_deprecations(cfg)
+        check_targets(cfg)  # a misspelt option anywhere fails here, before anything is built
+        unknown = set(cfg.stages) - set(STAGES)
+        if unknown:
+            raise ConfigError(f"stages={list(cfg.stages)}: unknown stages {sorted(unknown)}; "
+                              f"choose from {list(STAGES)}")
+        device = resolve_device(cfg.device)
+        precision = resolve_precision(cfg.precision, device)
+        log.info("Device %s, precision %s (precision=%s)", device, precision, cfg.precision)
+        write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
+                       {"run_dir": str(run_dir), "stages": list(cfg.stages), "device": str(device),
+                        "precision": precision})
+        config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision}
+        logger = create_logger(cfg.get("logger"), run_dir, config, group=sweep_group() or pool_group(cfg),
+                               name=f"{cfg.task_name}-{run_dir.name}")
+        outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision))
+    except BaseException as err:
+        atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))
+        log.error("Run failed: %s\n(full traceback: %s)", err, run_dir / "error.log")
+        if logger is not None:
+            logger.close(exit_code=1)
+        raise
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    logger.close(exit_code=0)
+    outputs["run_dir"] = run_dir
+    outputs["wandb"] = logger.directory
+    outputs["wandb_url"] = logger.url
+    return outputs
