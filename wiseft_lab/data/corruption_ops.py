@@ -205,17 +205,17 @@ def _warp_affine_reflect101(image: np.ndarray, matrix: np.ndarray) -> np.ndarray
 
 # --------------------------------------------------------------------------------------------- corruptions
 # Each takes the uint8 RGB image [H, W, 3], the severity's parameters and a Generator; returns values in [0, 255].
-def gaussian_noise(img, c, rng):
+def gaussian_noise(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     x = img / 255.
     return np.clip(x + rng.normal(size=x.shape, scale=c), 0, 1) * 255
 
 
-def shot_noise(img, c, rng):
+def shot_noise(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     x = img / 255.
     return np.clip(rng.poisson(x * c) / c, 0, 1) * 255
 
 
-def impulse_noise(img, c, rng):
+def impulse_noise(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     """``skimage.util.random_noise(mode='s&p', amount=c)``: each value is replaced with probability c, by 1 or 0."""
     x = img / 255.
     flipped = rng.random(x.shape) <= c
@@ -225,16 +225,16 @@ def impulse_noise(img, c, rng):
     return np.clip(x, 0, 1) * 255
 
 
-def speckle_noise(img, c, rng):
+def speckle_noise(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     x = img / 255.
     return np.clip(x + x * rng.normal(size=x.shape, scale=c), 0, 1) * 255
 
 
-def gaussian_blur(img, c, rng):
+def gaussian_blur(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     return np.clip(skimage_gaussian(img / 255., sigma=c), 0, 1) * 255
 
 
-def glass_blur(img, c, rng):
+def glass_blur(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     """Blur, locally "shuffle" pixels, blur again.
 
     The original's swap ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` assigns through numpy views, so it copies
@@ -256,14 +256,14 @@ def glass_blur(img, c, rng):
     return np.clip(skimage_gaussian(x / 255., sigma=sigma), 0, 1) * 255
 
 
-def defocus_blur(img, c, rng):
+def defocus_blur(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     x = img / 255.
     kernel = disk(radius=c[0], alias_blur=c[1]).astype(np.float64)
     channels = [ndimage.correlate(x[:, :, d], kernel, mode="mirror") for d in range(3)]  # cv2.filter2D
     return np.clip(np.stack(channels, axis=-1), 0, 1) * 255
 
 
-def zoom_blur(img, c, rng):
+def zoom_blur(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     x = (img / 255.).astype(np.float32)
     factors = np.arange(*c)
     out = np.zeros_like(x)
@@ -274,7 +274,7 @@ def zoom_blur(img, c, rng):
 
 
 def _fog(mapsize: int):
-    def fog(img, c, rng):
+    def fog(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
         x = img / 255.
         max_val = x.max()
         height, width = x.shape[:2]
@@ -284,35 +284,35 @@ def _fog(mapsize: int):
     return fog
 
 
-def brightness(img, c, rng):
+def brightness(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     x = rgb_to_hsv(img / 255.)  # = skimage.color.rgb2hsv
     x[:, :, 2] = np.clip(x[:, :, 2] + c, 0, 1)
     return np.clip(hsv_to_rgb(x), 0, 1) * 255
 
 
-def contrast(img, c, rng):
+def contrast(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     x = img / 255.
     means = np.mean(x, axis=(0, 1), keepdims=True)
     return np.clip((x - means) * c + means, 0, 1) * 255
 
 
-def saturate(img, c, rng):
+def saturate(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     x = rgb_to_hsv(img / 255.)
     x[:, :, 1] = np.clip(x[:, :, 1] * c[0] + c[1], 0, 1)
     return np.clip(hsv_to_rgb(x), 0, 1) * 255
 
 
-def jpeg_compression(img, c, rng):
+def jpeg_compression(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     return _jpeg(img, quality=c)
 
 
-def pixelate(img, c, rng):
+def pixelate(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     height, width = img.shape[:2]
     small = Image.fromarray(img).resize((int(width * c), int(height * c)), Image.BOX)
     return np.asarray(small.resize((width, height), Image.BOX))
 
 
-def elastic_transform(img, c, rng):
+def elastic_transform(img: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
     alpha, sigma, jitter = c
     image = np.array(img, dtype=np.float32) / 255.
     shape = image.shape
