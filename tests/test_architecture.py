@@ -93,6 +93,13 @@ def test_the_lower_layers_never_import_training_or_the_pipeline():
     assert {m: t for m, t in offending.items() if t} == {}
 
 
+def test_data_sets_know_no_models():
+    """Data sources name their prompt sets; the registry of templates (models/) resolves them."""
+    assert {m: sorted(t for t in targets if t.startswith("wiseft_lab.models"))
+            for m, targets in import_graph().items()
+            if m.startswith("wiseft_lab.data") and any(t.startswith("wiseft_lab.models") for t in targets)} == {}
+
+
 def test_the_check_can_fail():
     """A circle and an upward import planted in a toy graph are found."""
     toy = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}

@@ -16,7 +16,8 @@ from wiseft_lab.data import corruption_ops as ops
 from wiseft_lab.data import corruptions as corr
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.cifar import cifar10_1
-from wiseft_lab.data.layouts import ArrayImages, DataLayoutError, check_builder
+from wiseft_lab.data.datasets import ArrayImages
+from wiseft_lab.data.layouts import DataLayoutError, check_builder
 from wiseft_lab.data.sources import synthetic_styles
 
 

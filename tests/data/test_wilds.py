@@ -14,6 +14,7 @@ from tests.data import shift_fakes as fakes
 from wiseft_lab.data import wilds
 from wiseft_lab.data.layouts import DataLayoutError, check_builder
 from wiseft_lab.evaluation.set_metrics import score_set
+from wiseft_lab.models.templates import fill_template, resolve_templates, template_text
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,9 @@ def test_iwildcam_splits_labels_and_locations(root):
 
 
 def test_iwildcam_prompts_are_wise_ft_s(root):
-    prompts = [t("puma") for t in wilds.iwildcam(root=str(root)).templates]
+    data = wilds.iwildcam(root=str(root))
+    assert data.templates == "wilds_iwildcam"
+    prompts = [fill_template(t, "puma") for t in resolve_templates(data.templates)]
     assert prompts == ["a photo of puma.", "puma in the wild."]
 
 
@@ -93,13 +96,15 @@ def test_fmow_prompts_and_names(root):
     raw = wilds.fmow(root=str(root), clean_names=False)
     assert raw.classnames[1] == "airport_hangar" and len(raw.classnames) == 62
     assert wilds.fmow(root=str(root)).classnames[1] == "airport hangar"
-    prompts = [t("airport_hangar") for t in raw.templates]
+    templates = resolve_templates(raw.templates)
+    prompts = [fill_template(t, "airport_hangar") for t in templates]
     assert len(prompts) == 16
     # WiSE-FT: "{}" is the name as given; append_proper_article replaces "_" and picks a/an by the first letter
     assert prompts[:4] == ["satellite photo of a airport_hangar.", "aerial photo of a airport_hangar.",
                            "satellite photo of an airport hangar.", "aerial photo of an airport hangar."]
     assert prompts[-2:] == ["a photo of a airport_hangar.", "airport_hangar."]
-    assert raw.templates[2]("zoo") == "satellite photo of a zoo."
+    assert fill_template(templates[2], "zoo") == "satellite photo of a zoo."
+    assert template_text(templates[2]) == "satellite photo of {article}."  # what a checkpoint records: lossless
 
 
 def test_missing_and_wrong_layouts(tmp_path):

@@ -31,11 +31,10 @@ from torch.utils.data import Dataset
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.cifar import CIFAR10_CLASSES
 from wiseft_lab.data.corruption_ops import CORRUPTIONS, EXTRA_CORRUPTIONS, check_corruption, corrupt_array
+from wiseft_lab.data.datasets import ArrayImages, ImageList
 from wiseft_lab.data.imagenet import TEMPLATES as IMAGENET_TEMPLATES
 from wiseft_lab.data.imagenet import imagenet_classnames, imagenet_wnids
 from wiseft_lab.data.layouts import (
-    ArrayImages,
-    ImageList,
     class_folders,
     find_dir,
     layout_error,

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from wiseft_lab.data.base import MaxOverGroups, TaskData
-from wiseft_lab.data.layouts import ImageList, find_dir, layout_error, metadata, with_layout_check
+from wiseft_lab.data.datasets import ImageList
+from wiseft_lab.data.layouts import find_dir, layout_error, metadata, with_layout_check
 
 log = logging.getLogger(__name__)
 

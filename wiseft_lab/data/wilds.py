@@ -16,13 +16,12 @@ official split scheme) are reproduced:
 
 ``TaskData.extras``: ``metrics`` (primary first), ``groups`` / ``group_names`` (``-1`` = in no group: FMoW's
 "Other" region), ``split`` (the WILDS split name). Class names and prompts are WiSE-FT's
-(``metadata/wilds.json``, ``metadata/wilds_templates.json``).
+(``metadata/wilds.json``; the prompts are the template sets ``wilds_fmow`` and ``wilds_iwildcam``).
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -31,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from wiseft_lab.data.base import TaskData
-from wiseft_lab.data.layouts import ImageList, find_dir, layout_error, metadata, with_layout_check
-from wiseft_lab.models.zeroshot import Template
+from wiseft_lab.data.datasets import ImageList
+from wiseft_lab.data.layouts import find_dir, layout_error, metadata, with_layout_check
 
 SPLITS = ("train", "val", "test", "id_val", "id_test")  # WILDS' names: val / test are the OOD ones
 OOD_TEST_START = datetime(2016, 1, 1, tzinfo=timezone.utc)  # FMoW split scheme "time_after_2016"
@@ -53,19 +52,6 @@ LAYOUT_FMOW = """\
 
 def _wilds_meta(name: str) -> dict:
     return metadata("wilds")[name]
-
-
-def _fill(pattern: str, classname: str) -> str:
-    """One of WiSE-FT's WILDS prompts for a class (``{article}``: its ``append_proper_article``)."""
-    spaced = classname.replace("_", " ")
-    article = ("an " if spaced[:1] in tuple("aeiou") else "a ") + spaced
-    return pattern.replace("{article}", article).replace("{}", classname)
-
-
-@functools.cache
-def wilds_templates(name: str) -> tuple[Template, ...]:
-    """WiSE-FT's prompts for ``fmow`` or ``iwildcam`` as template callables (picklable partials)."""
-    return tuple(functools.partial(_fill, p) for p in metadata("wilds_templates")["templates"][name])
 
 
 def _check_split(split: str, title: str) -> None:
@@ -122,7 +108,7 @@ def check_iwildcam(split: str = "test", *, root=None, path=None, **_) -> None:
 
 @with_layout_check(check_iwildcam)
 def iwildcam(split: str = "test", transform: Callable | None = None, *, root: str | None = None,
-             path: str | None = None, templates: str | Sequence[Template] | None = None,
+             path: str | None = None, templates: str | Sequence[str] | None = None,
              clean_names: bool = True) -> TaskData:
     """iWildCam2020-WILDS ``split`` (``test``: OOD test, WiSE-FT's ``IWildCamOOD``; ``id_test``: ``IWildCamID``).
 
@@ -145,7 +131,7 @@ def iwildcam(split: str = "test", transform: Callable | None = None, *, root: st
     n_locations = int(locations.max()) + 1  # WILDS: n_groups = max(location_remapped) + 1 over the whole set
     return TaskData(
         ImageList(samples, transform), _names(classnames, clean_names),
-        wilds_templates("iwildcam") if templates is None else templates,
+        "wilds_iwildcam" if templates is None else templates,
         expected_size=_wilds_meta("iwildcam")["official_sizes"][split],
         description=f"iWildCam-WILDS {split} ({directory})",
         extras={"root": str(directory), "split": split, "metrics": ["macro_f1", "top1"],
@@ -190,7 +176,7 @@ def fmow_split_of(split_column: str, when: datetime) -> str | None:
 
 @with_layout_check(check_fmow)
 def fmow(split: str = "test", transform: Callable | None = None, *, root: str | None = None,
-         path: str | None = None, templates: str | Sequence[Template] | None = None,
+         path: str | None = None, templates: str | Sequence[str] | None = None,
          clean_names: bool = True) -> TaskData:
     """FMoW-WILDS ``split`` (``test``: OOD test, WiSE-FT's ``FMOWOOD``; ``id_test``: ``FMOWID``).
 
@@ -221,7 +207,7 @@ def fmow(split: str = "test", transform: Callable | None = None, *, root: str | 
     _first_image_exists(samples, "FMoW", LAYOUT_FMOW)
     return TaskData(
         ImageList(samples, transform), _names(categories, clean_names),
-        wilds_templates("fmow") if templates is None else templates,
+        "wilds_fmow" if templates is None else templates,
         expected_size=_wilds_meta("fmow")["official_sizes"][split],
         description=f"FMoW-WILDS {split} ({directory})",
         extras={"root": str(directory), "split": split, "metrics": ["worst_region_acc", "top1", "worst_year_acc"],

@@ -3,10 +3,12 @@
 - ``openai_imagenet`` (CLIP's 80 ImageNet prompts, open_clip's ``OPENAI_IMAGENET_TEMPLATES``),
   ``openai_imagenet_7`` (open_clip's ``SIMPLE_IMAGENET_TEMPLATES``) and ``simple`` (``a photo of a {}.``);
 - ``clip_<set>``: CLIP's per-data-set prompts (openai/CLIP ``data/prompts.md``; ``prompts/clip_templates.json``);
-- ``coop_<set>``: the one prompt per data set that CoOp and CLIPFit use (their ``CUSTOM_TEMPLATES``).
+- ``coop_<set>``: the one prompt per data set that CoOp and CLIPFit use (their ``CUSTOM_TEMPLATES``);
+- ``wilds_fmow``, ``wilds_iwildcam``: WiSE-FT's prompts for the WILDS sets (``prompts/wilds_templates.json``).
 
-A template is a ``"...{}..."`` string or a callable of the class name. Data sources name their default set (a
-string), configs may give a name or a list; :func:`resolve_templates` turns either into templates.
+A template is a ``"...{}..."`` string (``{article}`` stands for the class name with WiSE-FT's
+``append_proper_article``: ``an apple``, ``a dam``) or a callable of the class name. Data sources name their default
+set (a string), configs may give a name or a list; :func:`resolve_templates` turns either into templates.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 
 Template = str | Callable[[str], str]
 
-CLIP_TEMPLATES_FILE = Path(__file__).parent / "prompts" / "clip_templates.json"
+PROMPTS_DIR = Path(__file__).parent / "prompts"
 
 # The one prompt per data set of CoOp / CLIPFit (``CUSTOM_TEMPLATES``), keyed by this project's data config names.
 COOP_TEMPLATES: dict[str, str] = {
@@ -70,8 +72,22 @@ def resolve_templates(templates: str | Sequence[Template]) -> tuple[Template, ..
     return resolved
 
 
+def with_article(classname: str) -> str:
+    """WiSE-FT's ``append_proper_article``: underscores as spaces, ``an`` before a vowel, else ``a``."""
+    spaced = classname.replace("_", " ")
+    return ("an " if spaced[:1] in tuple("aeiou") else "a ") + spaced
+
+
 def fill_template(template: Template, classname: str) -> str:
-    return template(classname) if callable(template) else template.format(classname)
+    if callable(template):
+        return template(classname)
+    return template.format(classname, article=with_article(classname)) if "{article}" in template else (
+        template.format(classname))
+
+
+def template_text(template: Template) -> str:
+    """A template as the string a checkpoint records: strings as they are, callables applied to ``{}``."""
+    return template if isinstance(template, str) else template("{}")
 
 
 def coop_templates(dataset_keys: Sequence[str | None]) -> tuple[str, ...]:
@@ -83,12 +99,18 @@ def coop_templates(dataset_keys: Sequence[str | None]) -> tuple[str, ...]:
     return (COOP_DEFAULT,)
 
 
+def _prompts(name: str) -> dict:
+    return json.loads((PROMPTS_DIR / f"{name}.json").read_text(encoding="utf-8"))["templates"]
+
+
 def _register_builtin() -> None:
     register_templates("openai_imagenet", OPENAI_IMAGENET_TEMPLATES)
     register_templates("openai_imagenet_7", SIMPLE_IMAGENET_TEMPLATES)
     register_templates("simple", ("a photo of a {}.",))
-    for name, entry in json.loads(CLIP_TEMPLATES_FILE.read_text(encoding="utf-8"))["templates"].items():
+    for name, entry in _prompts("clip_templates").items():
         register_templates(f"clip_{name}", entry["templates"])
+    for name, templates in _prompts("wilds_templates").items():
+        register_templates(f"wilds_{name}", templates)
     for name, template in COOP_TEMPLATES.items():
         register_templates(f"coop_{name}", (template,))
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from wiseft_lab.evaluation.suite import HOLDOUT, evaluate
 from wiseft_lab.models.checkpoint import WEIGHTS_FILE, CheckpointMeta, save_checkpoint
 from wiseft_lab.models.classifier import ImageClassifier
-from wiseft_lab.models.templates import coop_templates, fill_template, resolve_templates
+from wiseft_lab.models.templates import coop_templates, resolve_templates, template_text
 from wiseft_lab.models.text_head import build_text_head
 from wiseft_lab.models.zeroshot import build_zeroshot_head
 from wiseft_lab.pipeline.context import RunContext, digest, hydra_choice, sweep_group, weights_identity
@@ -57,7 +57,7 @@ def zeroshot_model(ctx: RunContext) -> tuple[ImageClassifier, CheckpointMeta]:
     classifier = ImageClassifier(bundle.model, head, keep_text=method.keeps_text).to(ctx.device)
     meta = CheckpointMeta(
         arch=bundle.arch, pretrained=bundle.pretrained, classnames=list(data.classnames),
-        templates=[fill_template(t, "{}") for t in templates],
+        templates=[template_text(t) for t in templates],
         preprocess=dict(getattr(bundle.model.visual, "preprocess_cfg", {}) or {}),
         keep_text=method.keeps_text, head=method.head, method="zeroshot", dataset=ctx.cfg.data.name,
         seed=ctx.seed, precision=ctx.precision, config=OmegaConf.to_container(ctx.cfg, resolve=True))
