@@ -8,13 +8,8 @@ import pytest
 import torch
 
 from wiseft_lab.io import write_safetensors
-from wiseft_lab.weight_space.soups import (
-    check_pool,
-    greedy_order,
-    greedy_soup,
-    iter_tensors,
-    uniform_soup,
-)
+from wiseft_lab.weight_space.ingredients import check_pool, iter_tensors
+from wiseft_lab.weight_space.soups import greedy_order, greedy_soup, uniform_soup
 
 
 def _state(w, steps=0, flag=True):
