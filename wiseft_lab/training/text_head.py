@@ -27,6 +27,7 @@ from wiseft_lab.models.zeroshot import (
     fill_template,
     normalize,
     register_templates,
+    zeroshot_bias,
 )
 from wiseft_lab.precision import autocast
 from wiseft_lab.training.augment import coop_train_transform
@@ -126,7 +127,7 @@ def build_text_head(clip: nn.Module, tokenizer: Callable, classnames: Sequence[s
     with torch.no_grad():
         weights = text_weights(clip, PromptBank(tokenizer, classnames, templates, device))
     clip.train(was_training)
-    return ClassificationHead(weights.cpu()).to(device)
+    return ClassificationHead(weights.cpu(), zeroshot_bias(clip, len(classnames))).to(device)
 
 
 def finalize_text_head(model: nn.Module, meta: Mapping[str, Any], tokenizer: Callable) -> bool:
