@@ -112,7 +112,7 @@ def load_checkpoint(directory: str | Path,
                     device: str | torch.device = "cpu") -> tuple[ImageClassifier, CheckpointMeta]:
     """Rebuild the classifier described by ``meta.json`` and load its weights (strictly)."""
     meta = read_meta(directory)
-    clip = create_clip(meta.arch, pretrained=None).model
+    clip = create_clip(meta.arch, pretrained=None, load_tokenizer=False).model
     return classifier_from_state(clip, load_state_dict(directory), meta).to(device), meta
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import zipfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -15,6 +16,8 @@ import open_clip
 import torch
 
 from wiseft_lab.errors import UserFacingError
+from wiseft_lab.models.hub import HubAccess, HubFilesUnavailableError, hub_offline_mode, pretrained_download
+from wiseft_lab.models.tokenizers import create_tokenizer, require_transformers, text_config
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,13 @@ class WeightsUnavailableError(UserFacingError, RuntimeError):
     """Pretrained weights could not be fetched (offline, or an unknown tag); the message shows the local-file way."""
 
 
+def weights_unavailable(weights: str, arch: str, reason: str) -> WeightsUnavailableError:
+    return WeightsUnavailableError(
+        f"Could not fetch pretrained weights {weights!r} for {arch!r} ({reason}). Download them where you have a "
+        f"connection and pass the local file, e.g. model.pretrained=/path/to/open_clip_model.safetensors; tags "
+        f"known for this architecture: {open_clip.list_pretrained_tags_by_model(arch)}")
+
+
 @dataclass
 class ClipBundle:
     """An open_clip model together with what is needed to feed it."""
@@ -34,7 +44,7 @@ class ClipBundle:
     model: torch.nn.Module
     preprocess_train: Callable
     preprocess_val: Callable
-    tokenizer: Callable
+    tokenizer: Callable | None  # None when created with load_tokenizer=False
     arch: str
     pretrained: str | None
 
@@ -91,19 +101,37 @@ def load_torchscript_weights(model: torch.nn.Module, path: str, arch: str) -> No
                     "use the architecture %s-quickgelu for the published behaviour.", path, arch, arch)
 
 
+def hub_must_be_offline(arch: str, weights: str | None, cache_dir: str | None, hub: HubAccess) -> bool:
+    """Whether open_clip must run with the HF hub offline (it cannot be reached, but what it needs is cached).
+
+    Weights of a tag that are neither reachable nor cached fail here at once, instead of after huggingface_hub's
+    retries (see :mod:`wiseft_lab.models.hub`).
+    """
+    if weights is not None and not Path(weights).exists():
+        download = pretrained_download(arch, weights, cache_dir)
+        if download is not None and not hub.reachable(download.url):
+            if not download.cached:
+                raise weights_unavailable(
+                    weights, arch, f"{hub.unreachable_reason(download.url)} and they are not in the local cache")
+            return True
+    return bool(text_config(arch).get("hf_model_name")) and not hub.reachable()  # its config comes from the hub
+
+
 def create_clip(
     arch: str,
     pretrained: str | None = None,
     *,
-    precision: str = "fp32",
     device: str | torch.device = "cpu",
     cache_dir: str | None = None,
-    aug_cfg: dict[str, Any] | None = None,
+    tokenizer: str | None = None,
+    load_tokenizer: bool = True,
 ) -> ClipBundle:
     """Build an open_clip model and its train/val transforms and tokenizer.
 
-    Unknown architectures and unreachable weights fail here, before any data is touched, with a
-    message that says how to fix the call.
+    ``tokenizer``: a local directory holding the HF tokenizer of architectures whose tokenizer comes from the
+    hub (SigLIP, NLLB-CLIP, ...); ``load_tokenizer=False`` builds the model only (e.g. to read its weights).
+    Unknown architectures, a missing optional extra and unreachable weights fail here, before any data is
+    touched, with a message that says how to fix the call.
     """
     register_architectures()
     if arch not in open_clip.list_models():
@@ -111,32 +139,38 @@ def create_clip(
             f"Unknown open_clip architecture {arch!r}. Known: {', '.join(open_clip.list_models())}. "
             f"Custom architecture JSONs can be added to {ARCH_DIR}."
         )
+    require_transformers(arch, tokenizer=load_tokenizer)
     weights = resolve_pretrained(pretrained)
     torchscript = weights is not None and is_torchscript(weights)
+    hub = HubAccess()
+    offline = hub_must_be_offline(arch, None if torchscript else weights, cache_dir, hub)
+    # the tokenizer first: it is cheap, and a missing one must not wait for large weights to load
+    text_tokenizer = create_tokenizer(arch, tokenizer, cache_dir=cache_dir, hub=hub) if load_tokenizer else None
     quiet = _QuietRandomInit()
     if weights is None or torchscript:
         logging.getLogger().addFilter(quiet)
     try:
-        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            arch, pretrained=None if torchscript else weights, precision=precision, device=device,
-            cache_dir=cache_dir, aug_cfg=aug_cfg or {},
-        )
+        with hub_offline_mode() if offline else nullcontext():
+            model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+                arch, pretrained=None if torchscript else weights, device=device, cache_dir=cache_dir)
         if torchscript:
             load_torchscript_weights(model, weights, arch)
     except RuntimeError as err:
         if weights is not None and not Path(weights).exists():
-            raise WeightsUnavailableError(
-                f"Could not fetch pretrained weights {weights!r} for {arch!r} (no network, or the tag is "
-                f"unknown: {err}). Download them where you have a connection and pass the local file, e.g. "
-                f"model.pretrained=/path/to/open_clip_model.safetensors; tags known for this architecture: "
-                f"{open_clip.list_pretrained_tags_by_model(arch)}"
-            ) from err
+            raise weights_unavailable(weights, arch, f"no network, or the tag is unknown: {err}") from err
+        raise
+    except OSError as err:
+        hf_model = text_config(arch).get("hf_model_name")
+        if offline and hf_model:  # transformers: the text tower's config is not in the HF cache
+            raise HubFilesUnavailableError(
+                f"{arch!r} builds its text tower from the Hugging Face model {hf_model!r}, whose files are not in "
+                f"the local HF cache ({hub.unreachable_reason()}). Create the model once with a connection (they "
+                f"are cached under HF_HOME), then run offline.") from err
         raise
     finally:
         logging.getLogger().removeFilter(quiet)
-    tokenizer = open_clip.get_tokenizer(arch)
     log.info("Created %s (weights: %s)", arch, weights or "random init")
-    return ClipBundle(model, preprocess_train, preprocess_val, tokenizer, arch, weights)
+    return ClipBundle(model, preprocess_train, preprocess_val, text_tokenizer, arch, weights)
 
 
 def with_eval_preprocess(bundle: ClipBundle, preprocess: dict[str, Any] | None) -> ClipBundle:

@@ -17,7 +17,7 @@ from torch import nn
 from wiseft_lab.models.checkpoint import CheckpointMeta
 from wiseft_lab.models.classifier import has_text_tower
 from wiseft_lab.models.templates import Template, fill_template
-from wiseft_lab.models.zeroshot import ClassificationHead, class_weights
+from wiseft_lab.models.zeroshot import ClassificationHead, class_weights, zeroshot_bias
 
 
 def prompt_text(template: Template, classname: str) -> str:
@@ -80,7 +80,7 @@ def build_text_head(clip: nn.Module, tokenizer: Callable, classnames: Sequence[s
     with torch.no_grad():
         weights = text_weights(clip, PromptBank(tokenizer, classnames, templates, device))
     clip.train(was_training)
-    return ClassificationHead(weights.cpu()).to(device)
+    return ClassificationHead(weights.cpu(), zeroshot_bias(clip, len(classnames))).to(device)
 
 
 def finalize_text_head(model: nn.Module, meta: CheckpointMeta, tokenizer: Callable) -> bool:

@@ -3,6 +3,12 @@
 For each class: encode every prompt template, L2-normalise each text embedding, average them,
 L2-normalise the mean, and scale by ``logit_scale.exp()``. The head is a linear layer
 ``[num_classes, dim]`` with a zero (trainable) bias that is applied to L2-normalised image features.
+
+Models trained with the sigmoid loss (SigLIP) also learn a ``logit_bias``: their logits are
+``logit_scale.exp() * cos + logit_bias`` and ``sigmoid(logits)`` is the probability of each image-text match
+(open_clip ``model.py: CLIP.get_logits``, ``loss.py: SigLipLoss``; transformers ``SiglipModel``). Their zero-shot
+head starts with every class's bias at ``logit_bias``, so the head's logits are the model's and a sigmoid of them
+gives SigLIP's probabilities; the argmax and softmax are unchanged by this shared shift.
 """
 
 from __future__ import annotations
@@ -63,6 +69,12 @@ def zeroshot_weights(
     return torch.cat(rows)
 
 
+def zeroshot_bias(model: nn.Module, num_classes: int) -> torch.Tensor | None:
+    """The zero-shot head's initial bias: SigLIP's ``logit_bias`` for every class, None (zeros) for CLIP."""
+    logit_bias = getattr(model, "logit_bias", None)
+    return None if logit_bias is None else torch.full((num_classes,), float(logit_bias.detach()))
+
+
 def build_zeroshot_head(
     model: nn.Module,
     tokenizer: Callable,
@@ -74,4 +86,4 @@ def build_zeroshot_head(
     model.eval()
     weight = zeroshot_weights(model, tokenizer, classnames, templates)
     model.train(was_training)
-    return ClassificationHead(weight.cpu()).to(weight.device)
+    return ClassificationHead(weight.cpu(), zeroshot_bias(model, len(classnames))).to(weight.device)
