@@ -87,3 +87,33 @@ def test_gradient_accumulation_counts_optimisation_steps(tmp_path):
     loader = epoch_loader(DATA, batch_size=8, num_workers=0, seed=0)  # 5 batches -> 3 steps per epoch
     trainer.fit(loader, len(loader(0)))
     assert calls["steps"] == 6
+
+
+class RandomlyAugmented(torch.utils.data.Dataset):
+    """Draws from torch, Python and NumPy generators per example, as torchvision crops and timm RandAugment do."""
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, index: int):
+        import random
+
+        import numpy as np
+        return torch.tensor([index, torch.rand(()).item(), random.random(), np.random.rand()]), index % 3
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_augmentations_do_not_depend_on_the_number_of_workers(workers):
+    def epoch_batches(num_workers: int, epoch: int) -> torch.Tensor:
+        return torch.cat([x for x, _ in epoch_loader(RandomlyAugmented(), 4, num_workers, seed=5)(epoch)])
+
+    def by_example(rows: torch.Tensor) -> torch.Tensor:
+        return rows[rows[:, 0].argsort()]
+
+    single = epoch_batches(0, epoch=1)
+    assert torch.equal(epoch_batches(workers, epoch=1), single)
+    other_epoch = by_example(epoch_batches(0, epoch=2))
+    assert (other_epoch[:, 1:] != by_example(single)[:, 1:]).all()  # every example draws anew in a new epoch
+    before = torch.get_rng_state()
+    epoch_batches(0, epoch=1)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's generator is left as it was

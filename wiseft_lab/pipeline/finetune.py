@@ -81,7 +81,7 @@ def finetune(ctx: RunContext) -> Endpoints:
         model=classifier, bundle=ctx.models.bundle(), train_data=ctx.task().train, precision=ctx.precision,
         seed=ctx.seed, optimizer_factory=instantiate(ctx.cfg.optimizer),
         scheduler_factory=instantiate(ctx.cfg.scheduler), checkpoint_dir=resume or ctx.checkpoint_dir,
-        meta=meta.replace(method=ctx.method.name), num_workers=ctx.cfg.data.num_workers, resume=resume is not None,
+        meta=meta.replace(method=ctx.method.name), num_workers=ctx.data_workers, resume=resume is not None,
         feature_cache=feature_cache_path(ctx), log_metrics=ctx.logger.log)
     model = ctx.method.run(job)
     metrics = {}

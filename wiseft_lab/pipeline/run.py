@@ -24,7 +24,7 @@ from wiseft_lab.config import ConfigError, check_targets
 from wiseft_lab.data.layouts import check_data_layouts
 from wiseft_lab.io import atomic_write_text
 from wiseft_lab.merging.pool import pool_group
-from wiseft_lab.pipeline.context import RunContext, resolve_device, sweep_group
+from wiseft_lab.pipeline.context import RunContext, available_cores, resolve_device, resolve_workers, sweep_group
 from wiseft_lab.pipeline.deprecations import apply_deprecations
 from wiseft_lab.pipeline.evaluate import evaluate
 from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
@@ -95,14 +95,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                               f"choose from {list(STAGES)}")
         device = resolve_device(cfg.device)
         precision = resolve_precision(cfg.precision, device)
-        log.info("Device %s, precision %s (precision=%s)", device, precision, cfg.precision)
+        workers = (resolve_workers(cfg.data.num_workers, "data.num_workers"),
+                   resolve_workers(cfg.eval.num_workers, "eval.num_workers"))
+        log.info("Device %s, precision %s (precision=%s), DataLoader workers: data %d, eval %d (of %d cores)",
+                 device, precision, cfg.precision, *workers, available_cores())
         write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
                        {"run_dir": str(run_dir), "stages": list(cfg.stages), "device": str(device),
-                        "precision": precision})
-        config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision}
+                        "precision": precision, "workers": {"data": workers[0], "eval": workers[1]}})
+        config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision,
+                  "resolved_workers": {"data": workers[0], "eval": workers[1]}}
         logger = create_logger(cfg.get("logger"), run_dir, config, group=sweep_group() or pool_group(cfg),
                                name=f"{cfg.task_name}-{run_dir.name}")
-        outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision))
+        outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision, workers))
     except BaseException as err:
         atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))
         log.error("Run failed: %s\n(full traceback: %s)", err, run_dir / "error.log")

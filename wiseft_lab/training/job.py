@@ -24,6 +24,7 @@ from wiseft_lab.data.datasets import with_transform
 from wiseft_lab.models.checkpoint import CheckpointMeta, load_state_dict, save_checkpoint
 from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.models.factory import ClipBundle
+from wiseft_lab.training.augment import SeededPerExample
 from wiseft_lab.training.loop import LoopConfig, Trainer, latest_epoch_dir
 from wiseft_lab.training.losses import LossFn, cross_entropy_loss
 from wiseft_lab.training.trainable import Trainable
@@ -139,7 +140,8 @@ class FinetuneMethod:
 
 def epoch_loader(dataset, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False,
                  drop_last: bool = False):
-    """A loader factory whose shuffling (and worker RNG) depends only on (seed, epoch): resumable.
+    """A loader factory whose shuffling and augmentations depend only on (seed, epoch): resumable, and the same
+    whatever the number of workers (:class:`~wiseft_lab.training.augment.SeededPerExample`).
 
     ``drop_last`` drops an epoch's last partial batch when the set holds at least one full batch (Dassl's rule,
     which CoOp-family recipes such as CLIPFit train with).
@@ -148,8 +150,9 @@ def epoch_loader(dataset, batch_size: int, num_workers: int, seed: int, pin_memo
 
     def make(epoch: int) -> DataLoader:
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                          generator=generator, pin_memory=pin_memory, persistent_workers=False, drop_last=drop)
+        return DataLoader(SeededPerExample(dataset, seed, epoch), batch_size=batch_size, shuffle=True,
+                          num_workers=num_workers, generator=generator, pin_memory=pin_memory,
+                          persistent_workers=False, drop_last=drop)
     return make
 
 
