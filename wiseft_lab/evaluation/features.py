@@ -40,16 +40,22 @@ class FeatureCache:
 
     def __init__(self) -> None:
         self._weights: dict[str, torch.Tensor] | None = None
+        self._versions: list[tuple[int, int]] = []  # (id, in-place version) of the bound tower's tensors
         self._sets: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.passes = 0  # tower passes over a set (one per set and distinct tower when the cache works)
 
     def bind(self, model: nn.Module) -> None:
         tower = image_tower(model)
         if tower is None:
-            self._weights, self._sets = None, {}
-        elif self._weights is None or not _same_weights(tower, self._weights):
+            self._weights, self._sets, self._versions = None, {}, []
+            return
+        versions = [(id(t), t._version) for t in tower.state_dict(keep_vars=True).values()]
+        if versions == self._versions:  # the very tensors bound last time, untouched since: no comparison needed
+            return
+        if self._weights is None or not _same_weights(tower, self._weights):
             self._weights = {name: value.detach().clone() for name, value in tower.state_dict().items()}
             self._sets = {}
+        self._versions = versions
 
     def get(self, set_name: str) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """The ``(features, labels)`` batches of ``set_name`` for the bound tower, or None."""

@@ -50,8 +50,13 @@ class EvalSuite:
         max_cache_bytes: float = 8e9,
         batch_size: int = 256,
         num_workers: int = 0,
+        device: torch.device | None = None,
+        cache_device: str = "auto",
     ) -> EvalSuite:
         """Build every set with the eval transform's uint8 prefix and cache those that fit in memory.
+
+        ``cache_device`` (``eval.cache_device``: auto | cpu | device) keeps cached sets on ``device`` when it is a
+        GPU with room for them (:func:`wiseft_lab.data.cache.cache_device`).
 
         ``builders[name](transform=...)`` returns the set's :class:`TaskData` (a ``functools.partial`` of a
         data source, as Hydra's ``_partial_`` instantiation gives).
@@ -62,7 +67,8 @@ class EvalSuite:
             data = builder(transform=split.to_uint8)
             key = cache_keys.get(name) if cache_keys is not None else None
             sets[name] = prepare(name, data, split, cache_key=key, max_bytes=max_cache_bytes,
-                                 batch_size=batch_size, num_workers=num_workers)
+                                 batch_size=batch_size, num_workers=num_workers, device=device,
+                                 residence=cache_device)
             if data.expected_size is not None and len(data.dataset) != data.expected_size:
                 log.warning("%s has %d examples, the official count is %d: numbers will not be comparable "
                             "with published ones (incomplete copy?).", name, len(data.dataset), data.expected_size)

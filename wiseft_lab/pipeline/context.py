@@ -156,7 +156,8 @@ class RunContext:
             self._holdout = EvalSuite.build(
                 HOLDOUT, {HOLDOUT: lambda transform: with_transform(held, transform)}, transform,
                 cache_keys={HOLDOUT: key}, max_cache_bytes=float(self.cfg.eval.cache_max_gb) * 1e9,
-                batch_size=self.cfg.eval.batch_size, num_workers=self.eval_workers)
+                batch_size=self.cfg.eval.batch_size, num_workers=self.eval_workers, device=self.device,
+                cache_device=self.cfg.eval.cache_device)
         return self._holdout
 
     def suite(self) -> EvalSuite:
@@ -169,5 +170,6 @@ class RunContext:
                      for name, c in ev.datasets.items()} if ev.cache else None)
             self._suite = EvalSuite.build(ev.reference, builders, transform, cache_keys=keys,
                                           max_cache_bytes=float(ev.cache_max_gb) * 1e9, batch_size=ev.batch_size,
-                                          num_workers=self.eval_workers)
+                                          num_workers=self.eval_workers, device=self.device,
+                                          cache_device=ev.cache_device)
         return self._suite
