@@ -38,7 +38,7 @@ class SeededPerExample(Dataset):
     def __getitem__(self, index: int):
         key = ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)) % 2**32
         states = torch.get_rng_state(), random.getstate(), np.random.get_state()
-        torch.manual_seed(key)
+        torch.default_generator.manual_seed(key)  # the CPU generator only: torch.manual_seed also queues CUDA seeding
         random.seed(key)
         np.random.seed(key)
         try:

@@ -170,13 +170,14 @@ class Trainer:
                 inputs, labels = inputs.to(self.device, non_blocking=True), labels.to(self.device)
                 with autocast(self.device, self.precision):
                     loss = self.loss_fn(self.model, (inputs, labels))
-                if not torch.isfinite(loss):
+                (loss / accum).backward()
+                value = loss.item()  # the step's one host sync (on a GPU): the guard and the logs share it
+                if not math.isfinite(value):
                     last = latest_epoch_dir(self.checkpoint_dir)
                     raise NonFiniteLossError(
-                        f"Loss became {loss.item()} at epoch {epoch + 1}, step {step}. The last good checkpoint "
+                        f"Loss became {value} at epoch {epoch + 1}, step {step}. The last good checkpoint "
                         f"is {last or 'none (no epoch finished)'}; lower optimizer.lr or use precision=fp32.")
-                (loss / accum).backward()
-                running += loss.item() * len(labels)
+                running += value * len(labels)
                 seen += len(labels)
                 if (index + 1) % accum == 0 or index + 1 == num_batches:
                     if cfg.clip_grad_norm:
@@ -184,10 +185,10 @@ class Trainer:
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     step += 1
-                    self.log_metrics({"train/loss": loss.item(), "train/lr": lr, "train/epoch": epoch}, step)
+                    self.log_metrics({"train/loss": value, "train/lr": lr, "train/epoch": epoch}, step)
                     lr = scheduler.set_step(step)
                 rate = seen / max(time.perf_counter() - started, 1e-9)
-                batches.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
+                batches.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
             summary = {"train/epoch_loss": running / max(seen, 1), "train/lr": lr, "train/images_per_s": rate}
             self.log_metrics(summary, step)
             self._save_epoch(epoch + 1, step, summary)
