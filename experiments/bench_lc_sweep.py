@@ -48,6 +48,44 @@ def feature_pass(model: ImageClassifier, suite: EvalSuite, batch_size: int, prec
                 model.image_features(images)
 
 
+def endpoints(arch: str, device: torch.device, lc: bool) -> tuple[ImageClassifier, ImageClassifier, object]:
+    """A zero-shot classifier (random weights) and a fine-tune of it: the head only (lc), or every weight (e2e)."""
+    torch.manual_seed(0)
+    bundle = create_clip(arch)
+    head = build_zeroshot_head(bundle.model, bundle.tokenizer, synthetic.CLASSNAMES, "simple")
+    zeroshot = ImageClassifier(bundle.model, head).to(device).eval()
+    finetuned = copy.deepcopy(zeroshot)
+    with torch.no_grad():
+        for name, value in finetuned.named_parameters():
+            if not lc or name.startswith("head."):
+                value.add_(1e-3 * torch.randn_like(value))
+    return zeroshot, finetuned, bundle
+
+
+def measure(arch: str, images_per_class: int, n_alphas: int, batch_size: int, precision: str, device: torch.device
+            ) -> dict[str, float]:
+    """Seconds of the floor, the sweep with reused features, and the sweep running the tower for every alpha."""
+    zeroshot, finetuned, bundle = endpoints(arch, device, lc=True)
+    builders = {style: functools.partial(synthetic_styles, "test", style=style, n_per_class=images_per_class)
+                for style in ("photo", "sketch")}
+    suite = EvalSuite.build("photo", builders, bundle.preprocess_val, device=device,
+                            cache_keys={style: f"bench-lc-{style}-{images_per_class}" for style in builders})
+    alphas = [i / (n_alphas - 1) for i in range(n_alphas)]
+    timings = {}
+    start = time.perf_counter()
+    feature_pass(zeroshot, suite, batch_size, precision)
+    timings["one feature pass (floor)"] = time.perf_counter() - start
+    start = time.perf_counter()
+    reused = sweep(zeroshot, finetuned, suite, alphas, batch_size, precision, FeatureCache())
+    timings["sweep, features reused"] = time.perf_counter() - start
+    start = time.perf_counter()
+    full = sweep(zeroshot, finetuned, suite, alphas, batch_size, precision, None)
+    timings["sweep, tower every alpha"] = time.perf_counter() - start
+    assert reused == full, "reusing features changed a result"
+    timings["images"] = sum(len(s) for s in suite.sets.values())
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="ViT-B-32", help="open_clip architecture (random weights)")
@@ -55,38 +93,16 @@ def main() -> None:
     parser.add_argument("--alphas", type=int, default=11)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    bundle = create_clip(args.arch)
-    head = build_zeroshot_head(bundle.model, bundle.tokenizer, synthetic.CLASSNAMES, "simple")
-    zeroshot = ImageClassifier(bundle.model, head).eval()
-    finetuned = copy.deepcopy(zeroshot)
-    with torch.no_grad():  # what finetune=lc changes: the head only
-        finetuned.head.weight.add_(0.1 * torch.randn_like(finetuned.head.weight))
-    precision = resolve_precision(args.precision, torch.device("cpu"))
-    builders = {style: functools.partial(synthetic_styles, "test", style=style, n_per_class=args.images_per_class)
-                for style in ("photo", "sketch")}
-    suite = EvalSuite.build("photo", builders, bundle.preprocess_val,
-                            cache_keys={style: f"bench-lc-{style}" for style in builders})
-    alphas = [i / (args.alphas - 1) for i in range(args.alphas)]
-
-    timings = {}
-    start = time.perf_counter()
-    feature_pass(zeroshot, suite, args.batch_size, precision)
-    timings["one feature pass (floor)"] = time.perf_counter() - start
-    start = time.perf_counter()
-    reused = sweep(zeroshot, finetuned, suite, alphas, args.batch_size, precision, FeatureCache())
-    timings["sweep, features reused"] = time.perf_counter() - start
-    start = time.perf_counter()
-    full = sweep(zeroshot, finetuned, suite, alphas, args.batch_size, precision, None)
-    timings["sweep, tower every alpha"] = time.perf_counter() - start
-    assert reused == full, "reusing features changed a result"
-
-    n = sum(len(s) for s in suite.sets.values())
+    device = torch.device(args.device)
+    precision = resolve_precision(args.precision, device)
+    timings = measure(args.arch, args.images_per_class, args.alphas, args.batch_size, precision, device)
+    n = timings.pop("images")
     floor = timings["one feature pass (floor)"]
-    print(f"{args.alphas}-alpha lc sweep, {args.arch} (random weights), {n} images in 2 sets, {precision}, "
-          f"{torch.get_num_threads()} threads; results identical both ways")
+    print(f"{args.alphas}-alpha lc sweep, {args.arch} (random weights), {n:.0f} images in 2 sets, {precision} on "
+          f"{device}, {torch.get_num_threads()} threads; results identical both ways")
     for mode, seconds in timings.items():
         print(f"  {mode:26s} {seconds:7.2f} s  {seconds / floor:5.2f}x the feature pass")
 

@@ -32,9 +32,15 @@ from wiseft_lab.training.losses import cross_entropy_loss
 from wiseft_lab.training.schedules import WarmupCosine
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def minimal_loop(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], precision: str,
                  total_steps: int) -> list[float]:
-    device = torch.device("cpu")
+    """Seconds per step of the plain loop (batches already on the model's device)."""
+    device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.1)
     scheduler = WarmupCosine(optimizer, warmup_steps=2, total_steps=total_steps)
     times = []
@@ -49,16 +55,20 @@ def minimal_loop(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tenso
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss.item()
+        _synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 
 
 def project_loop(model: nn.Module, dataset: TensorDataset, batch_size: int, precision: str, steps: int) -> list[float]:
+    """Seconds per optimiser step of the project's Trainer, from a CPU dataset as a real run loads it."""
+    device = next(model.parameters()).device
     times: list[float] = []
     last = [time.perf_counter()]
 
     def log_metrics(metrics: dict, step: int) -> None:  # called once per optimiser step: time between calls
         if "train/loss" in metrics:
+            _synchronize(device)
             now = time.perf_counter()
             times.append(now - last[0])
             last[0] = now
@@ -74,6 +84,28 @@ def project_loop(model: nn.Module, dataset: TensorDataset, batch_size: int, prec
     return times
 
 
+def measure(arch: str, batch_size: int, steps: int, warmup: int, precision: str, device: torch.device
+            ) -> tuple[float, float, list[float], list[float]]:
+    """Median steady-state seconds per step of (minimal loop, Trainer), and every step's time of each."""
+    torch.manual_seed(0)
+    bundle = create_clip(arch)
+    head = build_zeroshot_head(bundle.model, bundle.tokenizer, synthetic.CLASSNAMES, "simple")
+    model = ImageClassifier(bundle.model, head).to(device)
+    size = bundle.model.visual.image_size
+    size = size if isinstance(size, int) else size[0]
+    n = batch_size * steps
+    images = torch.randn(n, 3, size, size)
+    labels = torch.randint(0, len(synthetic.CLASSNAMES), (n,))
+    batches = [(images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device))
+               for i in range(0, n, batch_size)]
+    minimal = minimal_loop(copy.deepcopy(model), batches, precision, steps)
+    ours = project_loop(copy.deepcopy(model), TensorDataset(images, labels), batch_size, precision, steps)
+
+    def steady(times: list[float]) -> float:
+        return sorted(times[warmup:])[len(times[warmup:]) // 2]
+    return steady(minimal), steady(ours), minimal, ours
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="ViT-B-32", help="open_clip architecture (random weights)")
@@ -81,31 +113,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3, help="first steps left out of the steady state")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    bundle = create_clip(args.arch)
-    head = build_zeroshot_head(bundle.model, bundle.tokenizer, synthetic.CLASSNAMES, "simple")
-    model = ImageClassifier(bundle.model, head)
-    precision = resolve_precision(args.precision, torch.device("cpu"))
-    size = bundle.model.visual.image_size
-    size = size if isinstance(size, int) else size[0]
-    n = args.batch_size * args.steps
-    images = torch.randn(n, 3, size, size)
-    labels = torch.randint(0, len(synthetic.CLASSNAMES), (n,))
-    batches = [(images[i:i + args.batch_size], labels[i:i + args.batch_size]) for i in range(0, n, args.batch_size)]
-
-    minimal = minimal_loop(copy.deepcopy(model), batches, precision, args.steps)
-    ours = project_loop(copy.deepcopy(model), TensorDataset(images, labels), args.batch_size, precision, args.steps)
-
-    def steady(times: list[float]) -> float:
-        return sorted(times[args.warmup:])[len(times[args.warmup:]) // 2]  # median of the steady state
-
-    print(f"{args.arch} (random weights), batch {args.batch_size}, {precision}, {torch.get_num_threads()} threads, "
-          f"median of steps {args.warmup + 1}-{args.steps}:")
-    print(f"  minimal loop  {steady(minimal):6.3f} s/step  (first step {minimal[0]:.2f} s)")
-    print(f"  Trainer       {steady(ours):6.3f} s/step  (first step {ours[0]:.2f} s)")
-    print(f"  ratio         {steady(ours) / steady(minimal):6.3f}x")
+    device = torch.device(args.device)
+    precision = resolve_precision(args.precision, device)
+    minimal, ours, minimal_all, ours_all = measure(args.arch, args.batch_size, args.steps, args.warmup, precision,
+                                                   device)
+    print(f"{args.arch} (random weights), batch {args.batch_size}, {precision} on {device}, "
+          f"{torch.get_num_threads()} threads, median of steps {args.warmup + 1}-{args.steps}:")
+    print(f"  minimal loop  {minimal:6.3f} s/step  (first step {minimal_all[0]:.2f} s)")
+    print(f"  Trainer       {ours:6.3f} s/step  (first step {ours_all[0]:.2f} s)")
+    print(f"  ratio         {ours / minimal:6.3f}x")
 
 
 if __name__ == "__main__":
