@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 import wiseft_lab.search  # noqa: F401  (registers the ${draw:...} resolver of random searches)
+from wiseft_lab.pipeline.ranks import scratch_dir
 
 log = logging.getLogger("wiseft_lab")
 
@@ -22,8 +24,7 @@ def config_dir() -> str:
     raise FileNotFoundError(f"wiseft-lab configs not found next to {package} (expected conf/train.yaml)")
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def main(cfg: DictConfig) -> None:
+def _run_job(cfg: DictConfig) -> None:
     from wiseft_lab.errors import UserFacingError
     from wiseft_lab.pipeline.run import run
 
@@ -32,6 +33,8 @@ def main(cfg: DictConfig) -> None:
     except UserFacingError:
         # the run has logged the message (it says how to fix the run) and saved the traceback in error.log
         raise SystemExit(1) from None
+    if outputs.get("rank", 0) != 0:  # rank 0 reports the run
+        return
     lines = [f"Run directory: {outputs['run_dir']}"]
     for key, label in (("summary", "Table"), ("plot", "Plot"), ("results", "Results")):
         if key in outputs:
@@ -43,6 +46,27 @@ def main(cfg: DictConfig) -> None:
     if "summary" in outputs:
         print("\n" + Path(outputs["summary"]).read_text())
     print("\n".join(lines))
+
+
+_hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")(_run_job)
+
+
+def main() -> None:
+    """Under torchrun, ranks other than 0 compose the same config but write nothing of Hydra's into the run dir:
+    rank 0 chooses the run directory and owns every file in it (see :mod:`wiseft_lab.pipeline.ranks`)."""
+    from wiseft_lab.distributed import world_from_env
+
+    world = world_from_env()
+    if not world.is_main:
+        sys.argv += [f"hydra.run.dir={scratch_dir(world)}", "hydra.output_subdir=null"]
+    try:
+        _hydra_main()
+    finally:
+        if world.distributed:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
@@ -94,17 +94,25 @@ class PreparedSet:
     def __len__(self) -> int:
         return len(self.data.dataset)
 
-    def batches(self, batch_size: int, device: torch.device,
-                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalised float images on ``device`` with their labels; in ``generator``'s random order when given."""
+    def batches(self, batch_size: int, device: torch.device, generator: torch.Generator | None = None,
+                examples: range | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised float images on ``device`` with their labels; in ``generator``'s random order when given.
+
+        ``examples`` restricts the set to those indices (a rank's shard, :func:`wiseft_lab.distributed.shard`).
+        """
         if self.cached:
-            order = torch.randperm(len(self.labels), generator=generator) if generator is not None else None
-            for start in range(0, len(self.labels), batch_size):
-                index = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
-                x = self.images[index].to(device, non_blocking=True)
-                yield self.transform.normalize(x), self.labels[index]
+            index = torch.arange(len(self.labels)) if examples is None else torch.as_tensor(examples)
+            if generator is not None:
+                index = index[torch.randperm(len(index), generator=generator)]
+            for start in range(0, len(index), batch_size):
+                rows = index[start:start + batch_size]
+                if examples is None and generator is None:  # a contiguous block: a view, no gather copy
+                    rows = slice(start, start + batch_size)
+                x = self.images[rows].to(device, non_blocking=True)
+                yield self.transform.normalize(x), self.labels[rows]
             return
-        for x, y in _loader(self.data.dataset, batch_size, self.num_workers, device.type == "cuda", generator):
+        dataset = self.data.dataset if examples is None else Subset(self.data.dataset, list(examples))
+        for x, y in _loader(dataset, batch_size, self.num_workers, device.type == "cuda", generator):
             yield self.transform.normalize(x.to(device, non_blocking=True)), torch.as_tensor(y)
 
 

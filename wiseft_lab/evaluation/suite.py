@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from wiseft_lab.data.base import TaskData, project_logits
 from wiseft_lab.data.cache import PreparedSet, SplitTransform, prepare, split_transform
+from wiseft_lab.distributed import current, gather_shards, shard
 from wiseft_lab.evaluation.features import FeatureCache, image_tower
 from wiseft_lab.evaluation.metrics import average_over, top1
 from wiseft_lab.io import write_safetensors
@@ -109,7 +110,9 @@ def evaluate(
         for logits, y in _logit_batches(model, name, prepared, batch_size, device, precision, features, progress):
             raw.append(logits.float().cpu())
             labels.append(y)
-        raw_logits, all_labels = torch.cat(raw), torch.cat(labels)
+        # under N ranks each scored every N-th example: gathered back in order, each example counted once
+        raw_logits = gather_shards(torch.cat(raw), len(prepared))
+        all_labels = gather_shards(torch.cat(labels), len(prepared))
         logits = project_logits(raw_logits, prepared.data)
         metrics[f"{name}/top1"] = top1(logits, all_labels)
         metrics[f"n/{name}"] = len(all_labels)
@@ -133,7 +136,9 @@ def _logit_batches(model: nn.Module, name: str, prepared: PreparedSet, batch_siz
                 yield model.head(tower_out), y
         return
     keep = [] if features is not None and image_tower(model) is not None else None
-    batches = prepared.batches(batch_size, device)
+    world = current()
+    batches = prepared.batches(batch_size, device, examples=shard(len(prepared), world) if world.distributed else None)
+    progress = progress and world.is_main
     if progress:
         batches = tqdm(batches, desc=f"eval {name}", leave=False, unit="batch", total=-(-len(prepared) // batch_size))
     for images, y in batches:

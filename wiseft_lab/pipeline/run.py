@@ -20,6 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from wiseft_lab import distributed
 from wiseft_lab.config import ConfigError, check_targets
 from wiseft_lab.data.layouts import check_data_layouts
 from wiseft_lab.io import atomic_write_text
@@ -29,6 +30,7 @@ from wiseft_lab.pipeline.deprecations import apply_deprecations
 from wiseft_lab.pipeline.evaluate import evaluate
 from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
 from wiseft_lab.pipeline.merge import merge
+from wiseft_lab.pipeline.ranks import error_log_path, finish_rank, start_rank
 from wiseft_lab.pipeline.report import report
 from wiseft_lab.precision import resolve_precision
 from wiseft_lab.reporting.loggers import create_logger
@@ -85,6 +87,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
     logger = None
+    world_info: dict = {}
     previous_handler = _raise_on_sigterm()
     try:
         cfg = apply_deprecations(cfg)
@@ -93,7 +96,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if unknown:
             raise ConfigError(f"stages={list(cfg.stages)}: unknown stages {sorted(unknown)}; "
                               f"choose from {list(STAGES)}")
-        device = resolve_device(cfg.device)
+        world = distributed.init(resolve_device(cfg.device))
+        device = distributed.rank_device(resolve_device(cfg.device), world)
+        world_info = start_rank(world, device, run_dir)
         precision = resolve_precision(cfg.precision, device)
         workers = (resolve_workers(cfg.data.num_workers, "data.num_workers"),
                    resolve_workers(cfg.eval.num_workers, "eval.num_workers"))
@@ -101,23 +106,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                  device, precision, cfg.precision, *workers, available_cores())
         write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
                        {"run_dir": str(run_dir), "stages": list(cfg.stages), "device": str(device),
-                        "precision": precision, "workers": {"data": workers[0], "eval": workers[1]}})
+                        "precision": precision, "workers": {"data": workers[0], "eval": workers[1]},
+                        **world_info})
         config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision,
                   "resolved_workers": {"data": workers[0], "eval": workers[1]}}
-        logger = create_logger(cfg.get("logger"), run_dir, config, group=sweep_group() or pool_group(cfg),
-                               name=f"{cfg.task_name}-{run_dir.name}")
+        logger = create_logger(cfg.get("logger") if world.is_main else None, run_dir, config,
+                               group=sweep_group() or pool_group(cfg), name=f"{cfg.task_name}-{run_dir.name}")
         outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision, workers))
     except BaseException as err:
-        atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))
-        log.error("Run failed: %s\n(full traceback: %s)", err, run_dir / "error.log")
+        error_log = error_log_path(distributed.current(), run_dir, world_info.get("run_dir"))
+        atomic_write_text(error_log, "".join(traceback.format_exception(err)))
+        log.error("Run failed: %s\n(full traceback: %s)", err, error_log)
         if logger is not None:
             logger.close(exit_code=1)
         raise
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+        finish_rank(distributed.current(), run_dir)
     logger.close(exit_code=0)
     outputs["run_dir"] = run_dir
+    outputs["rank"] = distributed.current().rank
     outputs["wandb"] = logger.directory
     outputs["wandb_url"] = logger.url
     return outputs

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.datasets import with_transform
+from wiseft_lab.distributed import World, current, split_batch
 from wiseft_lab.models.checkpoint import CheckpointMeta, load_state_dict, save_checkpoint
 from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.models.factory import ClipBundle
@@ -138,21 +139,50 @@ class FinetuneMethod:
             trainer.fit(make_loader, len(make_loader(0)), start_epoch, start_step)
 
 
-def epoch_loader(dataset, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False,
-                 drop_last: bool = False):
-    """A loader factory whose shuffling and augmentations depend only on (seed, epoch): resumable, and the same
-    whatever the number of workers (:class:`~wiseft_lab.training.augment.SeededPerExample`).
+class GlobalBatches(torch.utils.data.Sampler):
+    """One epoch's batches: a seeded permutation cut into global batches, each split across the ranks.
 
-    ``drop_last`` drops an epoch's last partial batch when the set holds at least one full batch (Dassl's rule,
-    which CoOp-family recipes such as CLIPFit train with).
+    The order is the same on every rank and for any number of ranks (it depends only on the seed and the epoch),
+    and a rank takes a contiguous share of each global batch (:func:`wiseft_lab.distributed.split_batch`), so N
+    processes see exactly the examples one process sees, step by step. ``drop_last`` drops a last partial batch
+    when the set holds at least one full batch (Dassl's rule, which CoOp-family recipes such as CLIPFit train with);
+    under N ranks a last batch smaller than N is dropped too (a rank cannot step on no examples).
     """
-    drop = drop_last and len(dataset) >= batch_size
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, world: World, drop_last: bool = False):
+        self.n, self.batch_size, self.world = n, batch_size, world
+        self.seed = seed * 100_003 + epoch
+        smallest = world.size if world.distributed else 1
+        last = n % batch_size
+        self.batches = n // batch_size + (1 if last and last >= smallest and not (drop_last and n >= batch_size)
+                                          else 0)
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        for index in range(self.batches):
+            yield split_batch(order[index * self.batch_size:(index + 1) * self.batch_size], self.world)
+
+
+def epoch_loader(dataset, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False,
+                 drop_last: bool = False, world: World | None = None):
+    """A loader factory whose batches and augmentations depend only on (seed, epoch): resumable, the same whatever
+    the number of workers (:class:`~wiseft_lab.training.augment.SeededPerExample`), and split across ranks
+    (:class:`GlobalBatches`; ``batch_size`` is the global batch).
+    """
+    world = world or current()
+    if world.distributed and batch_size < world.size:
+        raise ValueError(f"finetune.batch_size={batch_size} is the global batch: it must be at least the number "
+                         f"of processes ({world.size}).")
 
     def make(epoch: int) -> DataLoader:
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        return DataLoader(SeededPerExample(dataset, seed, epoch), batch_size=batch_size, shuffle=True,
-                          num_workers=num_workers, generator=generator, pin_memory=pin_memory,
-                          persistent_workers=False, drop_last=drop)
+        sampler = GlobalBatches(len(dataset), batch_size, seed, epoch, world, drop_last)
+        # the generator only feeds the workers' base seed, drawn otherwise from (and moving) the global generator
+        return DataLoader(SeededPerExample(dataset, seed, epoch), batch_sampler=sampler, num_workers=num_workers,
+                          pin_memory=pin_memory, persistent_workers=False,
+                          generator=torch.Generator().manual_seed(sampler.seed))
     return make
 
 

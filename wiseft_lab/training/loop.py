@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from wiseft_lab.distributed import all_reduce_gradients, all_reduce_sum, current
 from wiseft_lab.errors import UserFacingError
 from wiseft_lab.io import read_json, write_json, write_safetensors
 from wiseft_lab.precision import autocast, resolve_precision
@@ -157,29 +158,36 @@ class Trainer:
         scheduler = self.scheduler_factory(self.optimizer, total_steps=total_steps)
         step = start_step
         summary: dict = {}
+        world = current()
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(cfg.seed * 100_003 + epoch)  # augmentations (and mixup) in the main process
             random.seed(cfg.seed * 100_003 + epoch)  # timm's RandAugment draws from Python's random
             self.model.train()
             running, seen, started = 0.0, 0, time.perf_counter()
             batches = tqdm(loader_for_epoch(epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                           total=num_batches, dynamic_ncols=True)
+                           total=num_batches, dynamic_ncols=True, disable=not world.is_main)
             self.optimizer.zero_grad(set_to_none=True)
             lr = scheduler.set_step(step)
             for index, (inputs, labels) in enumerate(batches):
                 inputs, labels = inputs.to(self.device, non_blocking=True), labels.to(self.device)
                 with autocast(self.device, self.precision):
                     loss = self.loss_fn(self.model, (inputs, labels))
-                (loss / accum).backward()
+                # Under N ranks each holds a share of the global batch: weighting its mean loss by that share makes
+                # the all-reduced (summed) gradient the global batch's mean gradient, whatever the split.
+                n_global = all_reduce_sum(len(labels)) if world.distributed else len(labels)
+                (loss * (len(labels) / n_global) / accum).backward()
                 value = loss.item()  # the step's one host sync (on a GPU): the guard and the logs share it
+                if world.distributed:  # the global batch's loss: every rank takes the same decisions on it
+                    value = all_reduce_sum(value * len(labels)) / n_global
                 if not math.isfinite(value):
                     last = latest_epoch_dir(self.checkpoint_dir)
                     raise NonFiniteLossError(
                         f"Loss became {value} at epoch {epoch + 1}, step {step}. The last good checkpoint "
                         f"is {last or 'none (no epoch finished)'}; lower optimizer.lr or use precision=fp32.")
-                running += value * len(labels)
-                seen += len(labels)
+                running += value * n_global
+                seen += n_global
                 if (index + 1) % accum == 0 or index + 1 == num_batches:
+                    all_reduce_gradients(self.parameters)  # then clipping sees the global norm on every rank
                     if cfg.clip_grad_norm:
                         nn.utils.clip_grad_norm_(self.parameters, cfg.clip_grad_norm)
                     self.optimizer.step()
