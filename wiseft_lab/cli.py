@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -52,16 +53,20 @@ _hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_na
 
 
 def main() -> None:
-    """Under torchrun, ranks other than 0 compose the same config but write nothing of Hydra's into the run dir:
+    """Under torchrun, ranks above 0 compose the same config but write nothing of Hydra's into a run directory:
     rank 0 chooses the run directory and owns every file in it (see :mod:`wiseft_lab.pipeline.ranks`)."""
     from wiseft_lab.distributed import world_from_env
 
     world = world_from_env()
-    if not world.is_main:
-        sys.argv += [f"hydra.run.dir={scratch_dir(world)}", "hydra.output_subdir=null"]
+    hydra_scratch = None
+    if not world.is_main:  # Hydra's own files (its log) go to a scratch directory, removed afterwards
+        hydra_scratch = scratch_dir(world)
+        sys.argv += [f"hydra.run.dir={hydra_scratch}", "hydra.output_subdir=null"]
     try:
         _hydra_main()
     finally:
+        if hydra_scratch is not None:
+            shutil.rmtree(hydra_scratch, ignore_errors=True)
         if world.distributed:
             import torch.distributed as dist
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -93,3 +96,36 @@ def test_two_ranks_reach_the_single_process_weights_and_scores(tmp_path):
     assert (info["world_size"], info["backend"], info["devices"]) == (2, "gloo", ["cpu", "cpu"])
     assert "rank 1 of 2 started" in proc.stderr + proc.stdout
     assert set(scratch.glob("wiseft-lab-rank1-*")) == before  # rank 1's scratch directory is gone
+
+
+def _kill_mid_training(cwd: Path, overrides: tuple[str, ...], min_step: int) -> Path:
+    """Start a run, SIGKILL it once a mid-epoch checkpoint of at least ``min_step`` exists; its run dir."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    cwd.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "wiseft_lab", *overrides], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            steps = [int(p.parent.name[5:]) for p in cwd.glob("outputs/*/runs/*/checkpoints/step_*/trainer_state.json")]
+            if steps and max(steps) >= min_step:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed mid-epoch"
+    return only_run_dir(cwd)
+
+
+def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):
+    longer = (*SMOKE, "data.dataset.n_per_class=12", "finetune.epochs=2", "finetune.checkpoint_every_steps=2",
+              "stages=[finetune]")  # 15 steps per epoch
+    run_cli(*longer, cwd=tmp_path / "full")
+    killed = _kill_mid_training(tmp_path / "killed", longer, min_step=4)
+    assert not (killed / "checkpoints/finetuned").exists()
+    proc = run_cli(*longer, "resume=true", f"hydra.run.dir={killed}", cwd=tmp_path / "killed")
+    assert re.search(r"Resumed from \S+/step_\d+ \(epoch 1, batch \d+", proc.stdout + proc.stderr)
+    full = load_file(only_run_dir(tmp_path / "full") / "checkpoints/finetuned/model.safetensors")
+    resumed = load_file(killed / "checkpoints/finetuned/model.safetensors")
+    assert all(torch.equal(full[key], resumed[key]) for key in full)

@@ -16,8 +16,10 @@ from wiseft_lab.training.job import epoch_loader
 from wiseft_lab.training.loop import (
     LoopConfig,
     NonFiniteLossError,
+    Preempted,
     Trainer,
-    latest_epoch_dir,
+    latest_checkpoint_dir,
+    request_stop,
 )
 from wiseft_lab.training.losses import cross_entropy_loss
 from wiseft_lab.training.schedules import WarmupCosine
@@ -30,7 +32,8 @@ class Interrupt(Exception):
     pass
 
 
-def make_trainer(tmp: Path, epochs: int = 3, accum: int = 1, lr: float = 0.05, stop_at_step: int | None = None):
+def make_trainer(tmp: Path, epochs: int = 3, accum: int = 1, lr: float = 0.05, stop_at_step: int | None = None,
+                 every: int | None = None, loss=None):
     torch.manual_seed(0)
     model = nn.Linear(6, 3)
     calls = {"steps": 0}
@@ -45,8 +48,9 @@ def make_trainer(tmp: Path, epochs: int = 3, accum: int = 1, lr: float = 0.05, s
                 raise Interrupt
 
     trainer = Trainer(model, model.parameters(), functools.partial(torch.optim.AdamW, lr=lr),
-                      functools.partial(WarmupCosine, warmup_steps=2), cross_entropy_loss(0.1),
-                      LoopConfig(epochs=epochs, grad_accum_steps=accum, seed=3), tmp, save_model, log_metrics)
+                      functools.partial(WarmupCosine, warmup_steps=2), loss or cross_entropy_loss(0.1),
+                      LoopConfig(epochs=epochs, grad_accum_steps=accum, seed=3, checkpoint_every_steps=every), tmp,
+                      save_model, log_metrics)
     return trainer, model, calls
 
 
@@ -58,7 +62,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     broken, _, _ = make_trainer(tmp_path / "resumed", stop_at_step=8)  # 5 steps/epoch: dies in epoch 2
     with pytest.raises(Interrupt):
         broken.fit(loader, len(loader(0)))
-    last = latest_epoch_dir(tmp_path / "resumed")
+    last = latest_checkpoint_dir(tmp_path / "resumed")
     assert last.name == "epoch_001"
 
     resumed, resumed_model, _ = make_trainer(tmp_path / "resumed")
@@ -68,6 +72,45 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     resumed.fit(loader, len(loader(0)), start_epoch, start_step)
     for key, value in full_model.state_dict().items():
         assert torch.equal(value, resumed_model.state_dict()[key]), key
+
+
+def test_a_mid_epoch_checkpoint_resumes_at_the_next_batch_bit_for_bit(tmp_path):
+    """Killed in epoch 2, resumed from the step checkpoint: the uninterrupted weights exactly. The loss draws from
+    torch's global generator (as mixup does), so the generator state must come back too."""
+    def noisy_loss(model, batch):
+        return nn.functional.cross_entropy(model(batch[0]), batch[1]) * (1 + torch.rand(()))
+
+    loader = epoch_loader(DATA, batch_size=8, num_workers=0, seed=3)
+    full, full_model, _ = make_trainer(tmp_path / "full", loss=noisy_loss)
+    full.fit(loader, len(loader(0)))
+
+    broken, _, _ = make_trainer(tmp_path / "resumed", stop_at_step=8, every=1, loss=noisy_loss)
+    with pytest.raises(Interrupt):  # raised in step 8's log: steps 6 and 7 of epoch 2 were checkpointed
+        broken.fit(loader, len(loader(0)))
+    last = latest_checkpoint_dir(tmp_path / "resumed")
+    assert last.name == "step_00000007" and not (tmp_path / "resumed" / "step_00000006").exists()  # keeps 1
+
+    resumed, resumed_model, _ = make_trainer(tmp_path / "resumed", every=1, loss=noisy_loss)
+    assert resumed.resume_from(last, lambda d: resumed_model.load_state_dict(load_file(d / "model.safetensors"))
+                               ) == (1, 7)
+    resumed.fit(loader, len(loader(0)), 1, 7)
+    for key, value in full_model.state_dict().items():
+        assert torch.equal(value, resumed_model.state_dict()[key]), key
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["epoch_003"]  # step checkpoints superseded
+
+
+def test_a_stop_request_checkpoints_at_the_next_step(tmp_path):
+    def stop_after_two_steps(model, batch):
+        if calls["steps"] == 2:
+            assert request_stop()
+        return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+    trainer, _, calls = make_trainer(tmp_path, loss=stop_after_two_steps)
+    loader = epoch_loader(DATA, batch_size=8, num_workers=0, seed=3)
+    with pytest.raises(Preempted, match="step_00000003"):
+        trainer.fit(loader, len(loader(0)))
+    assert latest_checkpoint_dir(tmp_path).name == "step_00000003"
+    assert not request_stop()  # no training running any more
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -20,7 +20,7 @@ from wiseft_lab.models.text_head import build_text_head
 from wiseft_lab.models.zeroshot import build_zeroshot_head
 from wiseft_lab.pipeline.context import RunContext, digest, hydra_choice, sweep_group, weights_identity
 from wiseft_lab.training.job import FinetuneJob
-from wiseft_lab.training.loop import find_interrupted_run, latest_epoch_dir, mark_resumed
+from wiseft_lab.training.loop import find_interrupted_run, latest_checkpoint_dir, mark_resumed
 from wiseft_lab.training.trainable import select_trainable, write_trainable_report
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,10 @@ def resume_dir(ctx: RunContext) -> Path | None:
         return None
     if resume not in (True, "true"):
         target = Path(str(resume)) / "checkpoints"
-        if latest_epoch_dir(target) is None:
+        if latest_checkpoint_dir(target) is None:
             raise FileNotFoundError(f"resume={resume}: no finished epoch checkpoint under {target}")
         return target
-    if latest_epoch_dir(ctx.checkpoint_dir) is not None or sweep_group() is not None:
+    if latest_checkpoint_dir(ctx.checkpoint_dir) is not None or sweep_group() is not None:
         return ctx.checkpoint_dir
     interrupted = find_interrupted_run(ctx.run_dir.parent, exclude=ctx.run_dir)
     if interrupted is not None:

@@ -30,11 +30,12 @@ from wiseft_lab.pipeline.deprecations import apply_deprecations
 from wiseft_lab.pipeline.evaluate import evaluate
 from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
 from wiseft_lab.pipeline.merge import merge
-from wiseft_lab.pipeline.ranks import error_log_path, finish_rank, start_rank
+from wiseft_lab.pipeline.ranks import error_log_path, finish_rank, scratch_dir, start_rank
 from wiseft_lab.pipeline.report import report
 from wiseft_lab.precision import resolve_precision
 from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.run_info import write_run_info
+from wiseft_lab.training.loop import request_stop
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,12 @@ def run_stages(ctx: RunContext) -> dict[str, Any]:
 
 
 def _raise_on_sigterm():
-    """Turn SIGTERM (a scheduler's pre-emption, ``kill``) into an exception, so a killed job still writes its
-    error.log and finishes its W&B run; returns the previous handler (None off the main thread)."""
+    """SIGTERM (a scheduler's pre-emption, ``kill``): training checkpoints at its next step and stops; outside
+    training the job stops at once. Either way it writes its error.log and finishes its W&B run. Returns the
+    previous handler (None off the main thread)."""
     def terminate(signum, frame):
-        raise SystemExit(128 + signum)
+        if not request_stop():
+            raise SystemExit(128 + signum)
 
     try:
         return signal.signal(signal.SIGTERM, terminate)
@@ -83,7 +86,8 @@ def _raise_on_sigterm():
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job: set up the run dir and logger, run the stages, always close the logger."""
-    run_dir = run_dir_from_hydra(cfg)
+    rank = distributed.world_from_env()
+    run_dir = run_dir_from_hydra(cfg) if rank.is_main else scratch_dir(rank)  # rank 0 owns the run dir
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
     logger = None
