@@ -30,7 +30,7 @@ from wiseft_lab.pipeline.deprecations import apply_deprecations
 from wiseft_lab.pipeline.evaluate import evaluate
 from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
 from wiseft_lab.pipeline.merge import merge
-from wiseft_lab.pipeline.ranks import error_log_path, finish_rank, scratch_dir, start_rank
+from wiseft_lab.pipeline.ranks import error_log_path, stage_done, start_rank
 from wiseft_lab.pipeline.report import report
 from wiseft_lab.precision import resolve_precision
 from wiseft_lab.reporting.loggers import create_logger
@@ -62,9 +62,11 @@ def run_stages(ctx: RunContext) -> dict[str, Any]:
         return {"trainable": ctx.run_dir / TRAINABLE_REPORT}
     check_data_layouts(ctx.cfg, stages)  # missing or misplaced data fails here, before any training
     ends = finetune(ctx) if "finetune" in stages else endpoints(ctx)
+    stage_done()  # the other ranks read rank 0's checkpoints from here on
     if "merge" not in stages and "evaluate" not in stages:
         return {}
     candidates = merge(ctx, ends, run_strategy="merge" in stages)
+    stage_done()
     if "evaluate" not in stages:
         return {}
     return report(ctx, evaluate(ctx, candidates))
@@ -86,12 +88,10 @@ def _raise_on_sigterm():
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job: set up the run dir and logger, run the stages, always close the logger."""
-    rank = distributed.world_from_env()
-    run_dir = run_dir_from_hydra(cfg) if rank.is_main else scratch_dir(rank)  # rank 0 owns the run dir
+    run_dir = run_dir_from_hydra(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
     logger = None
-    world_info: dict = {}
     previous_handler = _raise_on_sigterm()
     try:
         cfg = apply_deprecations(cfg)
@@ -102,7 +102,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                               f"choose from {list(STAGES)}")
         world = distributed.init(resolve_device(cfg.device))
         device = distributed.rank_device(resolve_device(cfg.device), world)
-        world_info = start_rank(world, device, run_dir)
+        run_dir, world_info = start_rank(world, device, run_dir)
         precision = resolve_precision(cfg.precision, device)
         workers = (resolve_workers(cfg.data.num_workers, "data.num_workers"),
                    resolve_workers(cfg.eval.num_workers, "eval.num_workers"))
@@ -118,8 +118,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                group=sweep_group() or pool_group(cfg), name=f"{cfg.task_name}-{run_dir.name}")
         outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision, workers))
     except BaseException as err:
-        error_log = error_log_path(distributed.current(), run_dir, world_info.get("run_dir"))
-        atomic_write_text(error_log, "".join(traceback.format_exception(err)))
+        error_log = error_log_path(distributed.current(), run_dir)
+        atomic_write_text(error_log, "".join(traceback.format_exception(err)), every_rank=True)
         log.error("Run failed: %s\n(full traceback: %s)", err, error_log)
         if logger is not None:
             logger.close(exit_code=1)
@@ -127,7 +127,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
-        finish_rank(distributed.current(), run_dir)
     logger.close(exit_code=0)
     outputs["run_dir"] = run_dir
     outputs["rank"] = distributed.current().rank

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 
 from wiseft_lab.distributed import all_reduce_gradients, all_reduce_sum, current
 from wiseft_lab.errors import UserFacingError
-from wiseft_lab.io import read_json, write_json, write_safetensors
+from wiseft_lab.io import read_json, remove_tree, write_json, write_safetensors
 from wiseft_lab.precision import autocast, resolve_precision
 from wiseft_lab.training.losses import Batch, LossFn
 
@@ -169,7 +168,7 @@ class Trainer:
     def _save_epoch(self, epoch: int, step: int, metrics: dict) -> Path:
         directory = self._save(self.checkpoint_dir / f"epoch_{epoch:03d}", epoch, step, metrics)
         for mid_epoch in self.checkpoint_dir.glob("step_*"):  # superseded by the epoch's end
-            shutil.rmtree(mid_epoch, ignore_errors=True)
+            remove_tree(mid_epoch)
         self._keep_newest("epoch_*")
         return directory
 
@@ -183,7 +182,7 @@ class Trainer:
         keep = self.config.keep_checkpoints
         if keep:
             for old in sorted(p for p in self.checkpoint_dir.glob(pattern) if p.is_dir())[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+                remove_tree(old)
 
     def resume_from(self, directory: Path, load_model: Callable[[Path], None]) -> tuple[int, int]:
         """Load model + optimiser state of a checkpoint; returns (the epoch to run, global step).
