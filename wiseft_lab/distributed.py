@@ -43,8 +43,12 @@ class World:
 
 
 def _from_slurm() -> None:
-    """Export torchrun's variables from a multi-task Slurm job (submitit's helper), unless torchrun set them."""
-    if "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+    """Export torchrun's variables from the tasks of a Slurm job step (or of submitit's local executor), through
+    submitit's helper, unless torchrun set them. A Slurm allocation that runs one process (no ``srun``) stays one."""
+    if "WORLD_SIZE" in os.environ:
+        return
+    slurm_tasks = int(os.environ.get("SLURM_NTASKS", "1")) if "SLURM_PROCID" in os.environ else 1
+    if max(slurm_tasks, int(os.environ.get("SUBMITIT_LOCAL_NTASKS", "1"))) <= 1:
         return
     try:
         from submitit.helpers import TorchDistributedEnvironment

@@ -183,3 +183,14 @@ def test_two_ranks_killed_mid_epoch_resume_to_the_single_process_weights(tmp_pat
     start = load_file(killed / "checkpoints/zeroshot/model.safetensors")
     for key, value in single.items():
         assert (parallel[key] - value).abs().max() <= max(2e-5, 0.2 * (value - start[key]).abs().max()), key
+
+
+def test_slurm_tasks_become_ranks_through_submitit(tmp_path):
+    """The Slurm path, run here by submitit's local executor: each task of a job is one rank (submitit's helper)."""
+    run_cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", *SMOKE, cwd=tmp_path,
+            env={"OMP_NUM_THREADS": "1"})
+    jobs = list(tmp_path.glob("outputs/multirun/*/*/0/run_info.json"))
+    assert len(jobs) == 1
+    info = json.loads(jobs[0].read_text())
+    assert (info["world_size"], info["devices"]) == (2, ["cpu", "cpu"])
+    assert (jobs[0].parent / "results.jsonl").is_file()
