@@ -15,7 +15,7 @@ from wiseft_lab.evaluation.suite import EvalSuite
 from wiseft_lab.io import atomic_write_text, write_csv, write_jsonl
 from wiseft_lab.pipeline.context import RunContext
 from wiseft_lab.pipeline.merge import Candidates
-from wiseft_lab.reporting.tables import result_row, summary_markdown
+from wiseft_lab.reporting.tables import columns, result_row, score, summary_markdown
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def evaluate(ctx: RunContext, candidates: Candidates) -> Evaluation:
         row = result_row(entry.model, entry.alpha, metrics, **entry.extra)
         rows.append(row)
         log.info("%s%s: %s", entry.model, f" alpha={entry.alpha:g}" if entry.model == "wiseft" else "",
-                 "  ".join(f"{k[:-5]} {100 * v:.1f}" for k, v in row.items() if k.endswith("/top1")))
+                 "  ".join(f"{c} {100 * score(row, c):.1f}" for c in columns(suite.reference, suite.shifts)))
         write_results(ctx, rows, suite)
     return Evaluation(rows, suite)
 
