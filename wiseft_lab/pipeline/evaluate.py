@@ -7,12 +7,15 @@ every finished evaluation.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from wiseft_lab.evaluation.set_heads import evaluate_with_set_heads
 from wiseft_lab.evaluation.suite import EvalSuite
 from wiseft_lab.io import atomic_write_text, write_csv, write_jsonl
+from wiseft_lab.models.checkpoint import read_meta
 from wiseft_lab.pipeline.context import RunContext
 from wiseft_lab.pipeline.merge import Candidates
 from wiseft_lab.reporting.tables import columns, result_row, score, summary_markdown
@@ -28,9 +31,24 @@ class Evaluation:
     suite: EvalSuite
 
 
+def check_classes(ctx: RunContext, stages: Sequence[str]) -> None:
+    """Before anything runs: every eval set's classes matched by name to the head that will be evaluated (the
+    training set's, or a given checkpoint's); a pool of checkpoints is matched when its first one is loaded."""
+    if "evaluate" not in stages:
+        return
+    if "finetune" in stages:
+        head = ctx.task().train.classnames
+    else:
+        given = [ctx.cfg.checkpoints.get(n) for n in ENDPOINTS if ctx.cfg.checkpoints.get(n)]
+        if not given:
+            return
+        head = read_meta(Path(str(given[0]))).classnames
+    ctx.check_eval_classes(head)
+
+
 def evaluate(ctx: RunContext, candidates: Candidates) -> Evaluation:
     model = ctx.models.skeleton(candidates.template)
-    suite = ctx.suite()
+    suite = ctx.suite(ctx.models.meta.classnames)
     rows: list[dict[str, Any]] = []
     endpoints: dict[float, dict] = {}
     for entry in candidates.entries:
