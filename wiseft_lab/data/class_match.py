@@ -84,7 +84,7 @@ def match_classes(data: TaskData, head: Sequence[str], *, name: str, partial: bo
         raise ClassMatchError(
             f"Eval set {name!r} has classes the model's head does not know: {_listing(extra)}."
             + (f" The head's classes it lacks: {_listing(missing)}." if missing else "")
-            + f" The head's classes: {_listing(head)}. {fix}.")
+            + (f" The head's classes: {_listing(head)}." if len(missing) < len(head) else "") + f" {fix}.")
     columns = [position[k] for k in keys]
     if missing:
         if not partial:
