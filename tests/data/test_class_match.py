@@ -34,7 +34,7 @@ def test_renamed_classes_are_refused_with_the_names():
         match_classes(labelled(["a square", "b circle", "c triangle"], [0, 1, 2]), HEAD, name="night")
     message = str(err.value)
     assert "'night' has classes the model's head does not know: a square, b circle, c triangle" in message
-    assert "The head's classes it lacks: circle, square, triangle" in message and "classnames:" in message
+    assert "The head's classes it lacks: circle, square, triangle" in message and "`classnames` option" in message
     with pytest.raises(ClassMatchError, match="names several classes alike: Square, square"):
         match_classes(labelled(["Square", "square", "triangle"], [0]), HEAD, name="x")
 

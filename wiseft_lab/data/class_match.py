@@ -77,9 +77,9 @@ def match_classes(data: TaskData, head: Sequence[str], *, name: str, partial: bo
     position = {k: i for i, k in enumerate(head_keys)}
     extra = [c for c, k in zip(data.classnames, keys, strict=True) if k not in position]
     missing = [c for c, k in zip(head, head_keys, strict=True) if k not in set(keys)]
-    fix = (f"Map differently named folders to the head's classes with their `classnames` option, e.g. "
-           f"eval.shifts='{{{name}: {{root: <dir>, classnames: {{<folder>: <class>}}}}}}' (or "
-           f"eval.datasets.{name}.classnames=...)")
+    fix = (f"If its folders are named otherwise, map them to the head's classes with the set's `classnames` option, "
+           f"{{<folder>: <class>}} (eval.shifts.{name}.classnames=..., or eval.datasets.{name}.classnames=... for a "
+           "folder set)")
     if extra:
         raise ClassMatchError(
             f"Eval set {name!r} has classes the model's head does not know: {_listing(extra)}."
