@@ -17,8 +17,9 @@ from tests import data_fakes as fakes
 from tests.conftest import run_cli
 from wiseft_lab.cli import config_dir
 from wiseft_lab.data.cache import clear_memory_cache
+from wiseft_lab.data.eval_sets import check_data_layouts
 from wiseft_lab.data.imagenet import objectnet_classes, subset_indices
-from wiseft_lab.data.layouts import DataLayoutError, check_data_layouts
+from wiseft_lab.data.layouts import DataLayoutError
 from wiseft_lab.evaluation.suite import EvalSuite, evaluate
 from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.models.zeroshot import ClassificationHead

@@ -15,16 +15,43 @@ from wiseft_lab.data.base import MaxOverGroups, SelectColumns, project_logits
 from wiseft_lab.data.cache import cache_device, clear_memory_cache, split_transform
 from wiseft_lab.data.sources import synthetic_styles
 from wiseft_lab.data.splits import LabeledSubset
-from wiseft_lab.evaluation.metrics import average_over, top1
+from wiseft_lab.evaluation.metrics import top1
+from wiseft_lab.evaluation.suite import average_shifts, group_scores
 from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.models.zeroshot import build_zeroshot_head
 
 
-def test_top1_and_average():
+def test_top1():
     logits = torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     assert top1(logits, torch.tensor([1, 0, 0, 0])) == 0.75
-    assert average_over({"a/top1": 0.5, "b/top1": 0.7, "c/top1": 0.0}, ["a", "b"]) == pytest.approx(0.6)
-    assert average_over({}, []) is None
+
+
+def _scored(metrics=None, **extras) -> TaskData:
+    return TaskData([], ["x"], extras={"metrics": metrics or ["top1"], **extras})
+
+
+def test_average_over_the_shift_columns_primary_metrics_and_groups():
+    sets = {"ref": _scored(), "a": _scored(), "b": _scored()}
+    suite = EvalSuite.from_datasets("ref", sets)
+    assert suite.shifts == ["a", "b"] and suite.average_key() == "avg_shifts/top1"
+    assert average_shifts(suite, {"ref/top1": 0.0, "a/top1": 0.5, "b/top1": 0.7}) == {
+        "avg_shifts/top1": pytest.approx(0.6)}
+    assert average_shifts(EvalSuite.from_datasets("ref", {"ref": _scored()}), {"ref/top1": 1.0}) == {}
+    # different primary metrics: each shift by its own, under avg_shifts/primary
+    mixed = EvalSuite.from_datasets("ref", {"ref": _scored(), "wild": _scored(["macro_f1", "top1"]), "a": _scored()})
+    assert average_shifts(mixed, {"wild/macro_f1": 0.2, "wild/top1": 0.9, "a/top1": 0.6}) == {
+        "avg_shifts/primary": pytest.approx(0.4)}
+    # a group (two corruptions, one with two severities) is one column: the mean over corruptions of the means
+    pairs = {"c_noise_1": ("noise", 1), "c_noise_3": ("noise", 3), "c_blur_1": ("blur", 1)}
+    grouped = EvalSuite.from_datasets("ref", {"ref": _scored(), "a": _scored(), **{
+        n: _scored(corruption=c, severity=v) for n, (c, v) in pairs.items()}})
+    grouped.groups = {"c": list(pairs)}
+    assert grouped.shifts == ["a", "c"]
+    scores = {"a/top1": 0.5, "c_noise_1/top1": 0.6, "c_noise_3/top1": 0.2, "c_blur_1/top1": 0.8}
+    columns = group_scores(grouped, scores)
+    assert columns == {"c/top1": pytest.approx(0.6), "c_noise/top1": pytest.approx(0.4),
+                       "c_blur/top1": pytest.approx(0.8)}
+    assert average_shifts(grouped, {**scores, **columns}) == {"avg_shifts/top1": pytest.approx(0.55)}
 
 
 def test_projections():

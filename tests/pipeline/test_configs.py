@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from wiseft_lab.cli import config_dir
+from wiseft_lab.config import check_targets
 
 CONF = Path(config_dir())
 GROUPS = ["model", "data", "eval", "finetune", "optimizer", "scheduler", "merge", "logger"]
@@ -57,3 +58,21 @@ def test_overrides_and_clear_errors():
         compose_cfg("finetune=nope")
     with pytest.raises(ConfigCompositionException, match="optimizer.lrr"):
         compose_cfg("optimizer.lrr=1")
+
+
+@pytest.mark.parametrize("overrides", [["data=folder"], ["data=wilds_iwildcam", "smoke=tiny"],
+                                       ["data=wilds_fmow", "eval=wilds_fmow", "smoke=tiny"]])
+def test_another_data_config_takes_no_synthetic_option_from_the_preset_or_the_smoke(overrides):
+    cfg = compose_cfg(*overrides)   # the demo preset and smoke=tiny size the synthetic data by data.n_per_class
+    check_targets(cfg)
+    assert "n_per_class" not in cfg.data.dataset
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "eval" / "corruptions").glob("*.yaml")))
+def test_every_corruption_group_composes_onto_a_suite(option):
+    cfg = compose_cfg(f"+eval/corruptions={option}")
+    OmegaConf.to_container(cfg, resolve=True)
+    check_targets(cfg)
+    assert list(cfg.eval.datasets) == ["photo", "sketch", "cartoon", "painting", "clutter"]
+    (group,) = cfg.eval.corruptions
+    assert cfg.eval.corruptions[group].corruptions and cfg.eval.corruptions[group].severities

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wiseft_lab.reporting.tables import summary_metrics
+from wiseft_lab.reporting.tables import result_row, score, score_key, summary_markdown, summary_metrics
 
 
 def test_summary_keeps_endpoints_and_picks_the_best_alpha_by_shift_average():
@@ -22,3 +22,16 @@ def test_summary_keeps_endpoints_and_picks_the_best_alpha_by_shift_average():
 
 def test_without_a_sweep_only_the_endpoints_are_summarised():
     assert summary_metrics([{"model": "finetuned", "alpha": 1.0, "photo/top1": 90.0}]) == {"finetuned/photo/top1": 90.0}
+
+
+def test_rows_keep_every_metric_and_tables_use_each_columns_primary_one():
+    metrics = {"photo/top1": 0.5, "wild/macro_f1": 0.25, "wild/top1": 0.75, "n/photo": 4, "n/wild": 8,
+               "avg_shifts/macro_f1": 0.25}
+    row = result_row("wiseft", 0.5, metrics, tag="x")
+    assert list(row) == ["model", "alpha", "photo/top1", "wild/macro_f1", "wild/top1", "avg_shifts/macro_f1",
+                         "n/photo", "n/wild", "tag"]
+    assert score_key(row, "wild") == "wild/macro_f1" and score(row, "wild") == 0.25 and score(row, "nope") is None
+    text = summary_markdown([row], "photo", ["wild"])
+    assert "| alpha | photo (ref) | wild [macro_f1] | avg shifts [macro_f1] |" in text
+    assert "| 0.5 | 50.0 | 25.0 | 25.0 |" in text and "Top-1 accuracy" not in text
+    assert "Top-1 accuracy (%)." in summary_markdown([result_row("zeroshot", 0.0, {"photo/top1": 0.5})], "photo", [])

@@ -2,7 +2,8 @@
 
 Everything reads from local paths under ``paths.data_root`` (env ``WISEFT_DATA_ROOT``). A missing directory or a
 wrong layout raises :class:`DataLayoutError` naming the path that was expected and showing the expected tree,
-before any training starts (:func:`check_data_layouts` runs every configured builder's layout check first).
+before any training starts (:func:`wiseft_lab.data.eval_sets.check_data_layouts` runs every configured builder's
+layout check first).
 """
 
 from __future__ import annotations
@@ -149,21 +150,3 @@ def check_builder(builder: Any) -> None:
     if check is not None:
         keywords.pop("transform", None)
         check(*getattr(builder, "args", ()), **keywords)
-
-
-def check_data_layouts(cfg: Any, stages: Sequence[str]) -> None:
-    """Check the training set (finetune stage) and every eval set (evaluate stage) before anything runs.
-
-    Only builders that define a layout check (the real data sets here) are checked; the synthetic ones and
-    unknown builders pass. Raises :class:`DataLayoutError` with the expected path and layout.
-    """
-    from hydra.utils import instantiate
-
-    configs = []
-    if "finetune" in stages and cfg.get("data") is not None and cfg.data.get("dataset") is not None:
-        configs.append(cfg.data.dataset)
-    eval_cfg = cfg.get("eval")
-    if "evaluate" in stages and eval_cfg is not None and eval_cfg.get("datasets") is not None:
-        configs.extend(eval_cfg.datasets.values())
-    for node in configs:
-        check_builder(instantiate(node))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from torchvision.datasets import ImageFolder
@@ -53,8 +53,9 @@ def load_classnames(classnames: str | Sequence[str] | None) -> list[str] | None:
 
 
 # ------------------------------------------------------------------------------------------------ folder
-def _folder_layout(root: str, split: str) -> str:
-    return (f"{root}/{split}/<class_a>/xxx.png\n{root}/{split}/<class_b>/yyy.jpg\n"
+def _folder_layout(root: str, split: str | None) -> str:
+    where = f"{root}/{split}" if split else root
+    return (f"{where}/<class_a>/xxx.png\n{where}/<class_b>/yyy.jpg\n"
             "(class index = sorted folder order, torchvision's ImageFolder rule)")
 
 
@@ -72,31 +73,82 @@ def _check_folder(split: str = "train", *, root: str, **_) -> None:
     _folder_dir(split, root)
 
 
+def folder_classnames(folders: Sequence[str], classnames: str | Sequence[str] | Mapping[str, str] | None,
+                      directory: Path) -> list[str]:
+    """Prompt names of sorted class ``folders``: the folder names (``_`` as spaces), a list / file of names in
+    folder order, or a mapping ``{folder: class name}`` (folders it leaves out keep their own names)."""
+    if isinstance(classnames, Mapping):
+        unknown = sorted(set(classnames) - set(folders))
+        if unknown:
+            raise ValueError(f"classnames maps folders that are not in {directory}: {unknown} (its folders: "
+                             f"{list(folders)})")
+        return [str(classnames.get(f, clean_classname(f))) for f in folders]
+    given = load_classnames(classnames)
+    names = given if given is not None else [clean_classname(c) for c in folders]
+    if len(names) != len(folders):
+        raise ValueError(f"{len(names)} class names given for {len(folders)} folders in {directory}.")
+    return names
+
+
+def _folder_data(directory: Path, transform: Callable | None, classnames, templates, expected_size,
+                 layout: str) -> TaskData:
+    try:
+        dataset = ImageFolder(str(directory), transform=transform)
+    except FileNotFoundError as err:  # no class folders, or a class folder without images
+        raise layout_error("Image folder", str(err), layout) from err
+    return TaskData(dataset, folder_classnames(dataset.classes, classnames, directory), templates,
+                    expected_size=expected_size, description=f"folder {directory}")
+
+
 @with_layout_check(_check_folder)
 def image_folder(
     split: str,
     transform: Callable | None = None,
     *,
     root: str,
-    classnames: str | Sequence[str] | None = None,
+    classnames: str | Sequence[str] | Mapping[str, str] | None = None,
     templates: str | Sequence[str] = "simple",
     expected_size: int | None = None,
 ) -> TaskData:
     """Any ``root/<split>/<class>/<image>`` tree; class index = sorted folder order (torchvision's rule).
 
-    ``classnames``: the prompt names in class-index order (a list, or a .json/.txt file); default: the folder
-    names with ``_`` as spaces. ``expected_size``: the official count, to be warned about incomplete copies.
+    ``classnames``: the prompt names in class-index order (a list, or a .json/.txt file), or ``{folder: name}``;
+    default: the folder names with ``_`` as spaces. ``expected_size``: the official count, to be warned about
+    incomplete copies.
     """
-    split_dir = _folder_dir(split, root)
-    try:
-        dataset = ImageFolder(str(split_dir), transform=transform)
-    except FileNotFoundError as err:  # no class folders, or a class folder without images
-        raise layout_error("Image folder", str(err), _folder_layout(root, split)) from err
-    given = load_classnames(classnames)
-    names = given if given is not None else [clean_classname(c) for c in dataset.classes]
-    if len(names) != len(dataset.classes):
-        raise ValueError(f"{len(names)} class names given for {len(dataset.classes)} folders in {split_dir}.")
-    return TaskData(dataset, names, templates, expected_size=expected_size, description=f"folder {split_dir}")
+    return _folder_data(_folder_dir(split, root), transform, classnames, templates, expected_size,
+                        _folder_layout(root, split))
+
+
+def _shift_dir(split: str, root: str) -> Path:
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise layout_error("Shift folder", f"directory not found: {base.resolve()}", _folder_layout(root, None),
+                           "Give eval.shifts an existing folder, e.g. eval.shifts='{sketches: /data/sketch}'.")
+    return base / split if (base / split).is_dir() else base
+
+
+def _check_shift_folder(split: str = "test", *, root: str, **_) -> None:
+    _shift_dir(split, root)
+
+
+@with_layout_check(_check_shift_folder)
+def shift_folder(
+    split: str = "test",
+    transform: Callable | None = None,
+    *,
+    root: str,
+    classnames: str | Sequence[str] | Mapping[str, str] | None = None,
+    templates: str | Sequence[str] = "simple",
+    expected_size: int | None = None,
+) -> TaskData:
+    """A shifted eval set: ``root/<class>/<image>`` (or ``root/<split>/<class>/<image>`` when that folder exists).
+
+    What ``eval.shifts`` entries build; ``classnames`` as for :func:`image_folder` (``{folder: class name}`` maps
+    folders named unlike the training classes). Class names are matched to the head's by name before any run.
+    """
+    return _folder_data(_shift_dir(split, root), transform, classnames, templates, expected_size,
+                        _folder_layout(root, None))
 
 
 # --------------------------------------------------------------------------------------------------- csv

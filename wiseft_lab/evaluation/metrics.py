@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import torch
 
 
@@ -17,12 +15,6 @@ def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     if len(labels) == 0:
         raise ValueError("top-1 of an empty set is undefined")
     return top1_correct(logits, labels) / len(labels)
-
-
-def average_over(metrics: Mapping[str, float], datasets: Sequence[str], metric: str = "top1") -> float | None:
-    """Unweighted mean of ``<dataset>/<metric>`` over ``datasets`` (the papers' "avg shifts"); None if empty."""
-    values = [metrics[f"{name}/{metric}"] for name in datasets]
-    return sum(values) / len(values) if values else None
 
 
 def harmonic_mean(base: float, novel: float) -> float:

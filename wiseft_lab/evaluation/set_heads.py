@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from wiseft_lab.data.class_subsets import REBUILD_HEAD
-from wiseft_lab.evaluation.metrics import average_over, harmonic_mean
-from wiseft_lab.evaluation.suite import AVG_SHIFTS, EvalSuite, evaluate
+from wiseft_lab.evaluation.metrics import harmonic_mean
+from wiseft_lab.evaluation.suite import AVG_SHIFTS, EvalSuite, average_shifts, evaluate
 
 HM = "hm"
 
@@ -22,8 +22,9 @@ def evaluate_with_set_heads(model: nn.Module, suite: EvalSuite, *,
                             head_for: Callable[[Sequence[str]], nn.Module] | None = None, **options) -> dict:
     """:func:`~wiseft_lab.evaluation.suite.evaluate`, but sets flagged ``rebuild_head`` get their own head.
 
-    ``head_for(classnames)`` builds that head (through the model's text tower). ``avg_shifts/top1`` is recomputed
-    over the whole suite, and ``hm/top1`` is added when the suite has a base and a novel set.
+    ``head_for(classnames)`` builds that head (through the model's text tower). ``avg_shifts`` is
+    recomputed over the whole suite (each shift's primary metric), and ``hm/top1`` is added when the suite has a
+    base and a novel set.
     """
     own = {name: s for name, s in suite.sets.items() if s.data.extras.get(REBUILD_HEAD)}
     if not own:
@@ -44,13 +45,8 @@ def evaluate_with_set_heads(model: nn.Module, suite: EvalSuite, *,
                 metrics.update(evaluate(model, EvalSuite(name, {name: prepared}), **options))
             finally:
                 model.head = original
-        metrics.pop(f"{AVG_SHIFTS}/top1", None)
-        ordered = {f"{n}/top1": metrics[f"{n}/top1"] for n in suite.sets}
-        ordered.update({f"n/{n}": metrics[f"n/{n}"] for n in suite.sets})
-        avg = average_over(ordered, suite.shifts)
-        if avg is not None:
-            ordered[f"{AVG_SHIFTS}/top1"] = avg
-        metrics = ordered
+        scores = {k: v for k, v in metrics.items() if not k.startswith((f"{AVG_SHIFTS}/", "n/"))}
+        metrics = {**scores, **average_shifts(suite, scores), **{f"n/{n}": metrics[f"n/{n}"] for n in suite.sets}}
     roles = {s.data.extras.get("b2n"): name for name, s in suite.sets.items()}
     if "base" in roles and "novel" in roles:
         metrics[f"{HM}/top1"] = harmonic_mean(metrics[f"{roles['base']}/top1"], metrics[f"{roles['novel']}/top1"])

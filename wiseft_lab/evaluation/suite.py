@@ -1,10 +1,18 @@
-"""Evaluation suites: a reference test set plus shifted ones, scored by top-1 and averaged over shifts."""
+"""Evaluation suites: a reference test set plus shifted ones, each scored by its own metrics, averaged over shifts.
+
+Every set is scored by the metrics it declares (:mod:`wiseft_lab.evaluation.set_metrics`: top-1 unless it says
+otherwise), as ``<set>/<metric>`` with its primary metric first. A *group* of sets (ImageNet-C's corruption x
+severity pairs) is one column: ``<group>/<metric>`` is the mean over its corruptions of the mean over their
+severities, ``<group>_<corruption>/<metric>`` each corruption's mean. ``avg_shifts`` is the unweighted mean of
+each shift column's primary metric, as the papers average them; its key is ``avg_shifts/<metric>`` when every
+shift shares that metric (``avg_shifts/top1`` for the ImageNet suite), else ``avg_shifts/primary``.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,9 +21,10 @@ from tqdm.auto import tqdm
 
 from wiseft_lab.data.base import TaskData, project_logits
 from wiseft_lab.data.cache import PreparedSet, SplitTransform, prepare, split_transform
+from wiseft_lab.data.corruptions import mean_over_corruptions
 from wiseft_lab.distributed import current, gather_shards, shard
 from wiseft_lab.evaluation.features import FeatureCache, image_tower
-from wiseft_lab.evaluation.metrics import average_over, top1
+from wiseft_lab.evaluation.set_metrics import primary_metric, score_set, set_metrics
 from wiseft_lab.io import write_safetensors
 from wiseft_lab.precision import autocast
 
@@ -23,6 +32,7 @@ log = logging.getLogger(__name__)
 
 AVG_SHIFTS = "avg_shifts"
 HOLDOUT = "holdout"  # the held-out split a run scores itself on (soups sort and accept by it)
+MIXED = "primary"   # the avg_shifts metric name when the shifts are scored by different metrics
 
 
 @dataclass
@@ -31,14 +41,40 @@ class EvalSuite:
 
     reference: str
     sets: dict[str, PreparedSet]
+    groups: dict[str, list[str]] = field(default_factory=dict)   # group column -> its member sets
 
     def __post_init__(self) -> None:
         if self.reference not in self.sets:
             raise ValueError(f"Reference set {self.reference!r} is not among the eval sets {list(self.sets)}.")
+        unknown = sorted({m for members in self.groups.values() for m in members} - set(self.sets))
+        if unknown:
+            raise ValueError(f"Eval set groups name sets that are not in the suite: {unknown}")
 
     @property
     def shifts(self) -> list[str]:
-        return [name for name in self.sets if name != self.reference]
+        """The shift *columns*: every set but the reference, a group counted once (in place of its first member)."""
+        member_of = {m: g for g, members in self.groups.items() for m in members}
+        columns: list[str] = []
+        for name in self.sets:
+            column = member_of.get(name, name)
+            if name != self.reference and column not in columns:
+                columns.append(column)
+        return columns
+
+    def primary(self, column: str) -> str:
+        """The metric a column is summarised by: its set's primary metric (a group's: its members', shared)."""
+        members = self.groups.get(column, [column])
+        found = {primary_metric(self.sets[m].data) for m in members}
+        if len(found) != 1:
+            raise ValueError(f"The sets of group {column!r} are scored by different metrics: {sorted(found)}")
+        return found.pop()
+
+    def average_key(self) -> str | None:
+        """``avg_shifts/<metric>`` (``avg_shifts/primary`` when the shifts' metrics differ); None without shifts."""
+        metrics = {self.primary(c) for c in self.shifts}
+        if not metrics:
+            return None
+        return f"{AVG_SHIFTS}/{metrics.pop() if len(metrics) == 1 else MIXED}"
 
     @classmethod
     def build(
@@ -53,6 +89,7 @@ class EvalSuite:
         num_workers: int = 0,
         device: torch.device | None = None,
         cache_device: str = "auto",
+        groups: Mapping[str, list[str]] | None = None,
     ) -> EvalSuite:
         """Build every set with the eval transform's uint8 prefix and cache those that fit in memory.
 
@@ -73,13 +110,39 @@ class EvalSuite:
             if data.expected_size is not None and len(data.dataset) != data.expected_size:
                 log.warning("%s has %d examples, the official count is %d: numbers will not be comparable "
                             "with published ones (incomplete copy?).", name, len(data.dataset), data.expected_size)
-        return cls(reference, sets)
+        return cls(reference, sets, dict(groups or {}))
 
     @classmethod
     def from_datasets(cls, reference: str, datasets: Mapping[str, TaskData]) -> EvalSuite:
         """A suite over datasets that already yield model-ready tensors (no caching): for notebooks."""
         identity = SplitTransform(lambda x: x, None, None)
         return cls(reference, {n: PreparedSet(n, d, identity) for n, d in datasets.items()})
+
+
+def group_scores(suite: EvalSuite, metrics: Mapping[str, float]) -> dict[str, float]:
+    """Every group's columns from its members' scores: per corruption over severities, then over corruptions.
+
+    Members without ``extras["corruption"]`` count as corruptions of their own (a plain mean over the members).
+    """
+    out: dict[str, float] = {}
+    for group, members in suite.groups.items():
+        for metric in [m for m in set_metrics(suite.sets[members[0]].data) if all(
+                f"{n}/{m}" in metrics for n in members)]:
+            pairs = {(suite.sets[n].data.extras.get("corruption", n), suite.sets[n].data.extras.get("severity", 0)):
+                     metrics[f"{n}/{metric}"] for n in members}
+            means = mean_over_corruptions(pairs)
+            out[f"{group}/{metric}"] = means.pop("mean")
+            out.update({f"{group}_{c}/{metric}": v for c, v in means.items() if c not in members})
+    return out
+
+
+def average_shifts(suite: EvalSuite, metrics: Mapping[str, float]) -> dict[str, float]:
+    """``{avg_shifts/<metric>: mean of each shift column's primary metric}`` (``{}`` without shifts)."""
+    key = suite.average_key()
+    if key is None:
+        return {}
+    values = [metrics[f"{c}/{suite.primary(c)}"] for c in suite.shifts]
+    return {key: sum(values) / len(values)}
 
 
 @torch.no_grad()
@@ -93,7 +156,7 @@ def evaluate(
     progress: bool = True,
     features: FeatureCache | None = None,
 ) -> dict[str, float]:
-    """Top-1 of ``model`` on every set of ``suite`` plus ``avg_shifts/top1``, and ``n/<set>`` sizes.
+    """Every set's metrics (``<set>/<metric>``, primary first), the groups', ``avg_shifts/...`` and ``n/<set>``.
 
     Logits of a head over other classes are projected per set (see :func:`project_logits`). With
     ``predictions_dir`` the projected logits, raw logits and labels are saved per set as safetensors. With
@@ -105,6 +168,7 @@ def evaluate(
     if features is not None:
         features.bind(model)
     metrics: dict[str, float] = {}
+    sizes: dict[str, float] = {}
     for name, prepared in suite.sets.items():
         raw, labels = [], []
         for logits, y in _logit_batches(model, name, prepared, batch_size, device, precision, features, progress):
@@ -114,16 +178,15 @@ def evaluate(
         raw_logits = gather_shards(torch.cat(raw), len(prepared))
         all_labels = gather_shards(torch.cat(labels), len(prepared))
         logits = project_logits(raw_logits, prepared.data)
-        metrics[f"{name}/top1"] = top1(logits, all_labels)
-        metrics[f"n/{name}"] = len(all_labels)
+        metrics.update({f"{name}/{m}": v for m, v in score_set(logits, all_labels, prepared.data).items()})
+        sizes[f"n/{name}"] = len(all_labels)
         if predictions_dir is not None:
             write_safetensors(Path(predictions_dir) / f"{name}.safetensors",
                               {"logits": logits, "raw_logits": raw_logits, "labels": all_labels})
-    avg = average_over(metrics, suite.shifts)
-    if avg is not None:
-        metrics[f"{AVG_SHIFTS}/top1"] = avg
+    metrics.update(group_scores(suite, metrics))
+    metrics.update(average_shifts(suite, metrics))
     model.train(was_training)
-    return metrics
+    return {**metrics, **sizes}
 
 
 def _logit_batches(model: nn.Module, name: str, prepared: PreparedSet, batch_size: int, device: torch.device,

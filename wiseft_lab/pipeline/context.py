@@ -8,9 +8,11 @@ through its own transform), the evaluation suites on first use.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,10 @@ import wiseft_lab.merging  # noqa: F401  (registers the merge strategies)
 import wiseft_lab.training.methods  # noqa: F401  (registers the fine-tuning methods)
 from wiseft_lab.config import ConfigError, instantiate_checked
 from wiseft_lab.data.base import TaskData
+from wiseft_lab.data.class_match import match_classes
 from wiseft_lab.data.class_subsets import subsample_classes
 from wiseft_lab.data.datasets import with_transform
+from wiseft_lab.data.eval_sets import EvalSets, eval_sets
 from wiseft_lab.data.splits import train_and_holdout
 from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite
 from wiseft_lab.merging.registry import MergeStrategy
@@ -110,6 +114,7 @@ class RunContext:
     data_workers: int = 0       # resolved DataLoader workers (``data.num_workers``, ``eval.num_workers``)
     eval_workers: int = 0
     _task: TaskSplits | None = field(default=None, repr=False)
+    _eval_sets: EvalSets | None = field(default=None, repr=False)
     _suite: EvalSuite | None = field(default=None, repr=False)
     _holdout: EvalSuite | None = field(default=None, repr=False)
 
@@ -160,16 +165,36 @@ class RunContext:
                 cache_device=self.cfg.eval.cache_device)
         return self._holdout
 
-    def suite(self) -> EvalSuite:
-        """The evaluation suite of ``eval``: every set decoded once per process when it fits the budget."""
+    def eval_sets(self) -> EvalSets:
+        """The sets of ``eval`` (datasets, short-form shifts, corruption groups) as builders: built once."""
+        if self._eval_sets is None:
+            self._eval_sets = eval_sets(self.cfg.eval)
+        return self._eval_sets
+
+    def check_eval_classes(self, head: Sequence[str]) -> None:
+        """Match every eval set's class names to ``head``'s (building the sets untransformed: no image is read);
+        raises :class:`~wiseft_lab.data.class_match.ClassMatchError` listing the names."""
+        sets = self.eval_sets()
+        for name, builder in sets.builders.items():
+            match_classes(builder(transform=None), head, name=name, partial=name in sets.partial)
+
+    def suite(self, head: Sequence[str]) -> EvalSuite:
+        """The evaluation suite of ``eval``, every set matched by class name to ``head`` (the evaluated head's
+        class names) and decoded once per process when it fits the budget."""
         if self._suite is None:
-            ev = self.cfg.eval
+            ev, sets = self.cfg.eval, self.eval_sets()
             transform = self.models.bundle().preprocess_val
-            builders = {name: instantiate(ds_cfg) for name, ds_cfg in ev.datasets.items()}
-            keys = ({name: digest(OmegaConf.to_yaml(c, resolve=True), repr(transform))
-                     for name, c in ev.datasets.items()} if ev.cache else None)
+            builders = {name: functools.partial(_matched, builder, head=tuple(head), name=name,
+                                                partial=name in sets.partial)
+                        for name, builder in sets.builders.items()}
+            keys = ({name: digest(identity, repr(transform), *head) for name, identity in sets.identities.items()}
+                    if ev.cache else None)
             self._suite = EvalSuite.build(ev.reference, builders, transform, cache_keys=keys,
                                           max_cache_bytes=float(ev.cache_max_gb) * 1e9, batch_size=ev.batch_size,
                                           num_workers=self.eval_workers, device=self.device,
-                                          cache_device=ev.cache_device)
+                                          cache_device=ev.cache_device, groups=sets.groups)
         return self._suite
+
+
+def _matched(builder, *, transform, head: Sequence[str], name: str, partial: bool) -> TaskData:
+    return match_classes(builder(transform=transform), head, name=name, partial=partial)

@@ -7,16 +7,19 @@ every finished evaluation.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from wiseft_lab.evaluation.features import FeatureCache
 from wiseft_lab.evaluation.set_heads import evaluate_with_set_heads
 from wiseft_lab.evaluation.suite import EvalSuite
 from wiseft_lab.io import atomic_write_text, write_csv, write_jsonl
+from wiseft_lab.models.checkpoint import read_meta
 from wiseft_lab.pipeline.context import RunContext
 from wiseft_lab.pipeline.merge import Candidates
-from wiseft_lab.reporting.tables import result_row, summary_markdown
+from wiseft_lab.reporting.tables import columns, result_row, score, summary_markdown
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +32,24 @@ class Evaluation:
     suite: EvalSuite
 
 
+def check_classes(ctx: RunContext, stages: Sequence[str]) -> None:
+    """Before anything runs: every eval set's classes matched by name to the head that will be evaluated (the
+    training set's, or a given checkpoint's); a pool of checkpoints is matched when its first one is loaded."""
+    if "evaluate" not in stages:
+        return
+    if "finetune" in stages:
+        head = ctx.task().train.classnames
+    else:
+        given = [ctx.cfg.checkpoints.get(n) for n in ENDPOINTS if ctx.cfg.checkpoints.get(n)]
+        if not given:
+            return
+        head = read_meta(Path(str(given[0]))).classnames
+    ctx.check_eval_classes(head)
+
+
 def evaluate(ctx: RunContext, candidates: Candidates) -> Evaluation:
     model = ctx.models.skeleton(candidates.template)
-    suite = ctx.suite()
+    suite = ctx.suite(ctx.models.meta.classnames)
     rows: list[dict[str, Any]] = []
     endpoints: dict[float, dict] = {}
     features = FeatureCache()  # models sharing one image tower (lc heads, their soups) run it once per set
@@ -50,7 +68,7 @@ def evaluate(ctx: RunContext, candidates: Candidates) -> Evaluation:
         row = result_row(entry.model, entry.alpha, metrics, **entry.extra)
         rows.append(row)
         log.info("%s%s: %s", entry.model, f" alpha={entry.alpha:g}" if entry.model == "wiseft" else "",
-                 "  ".join(f"{k[:-5]} {100 * v:.1f}" for k, v in row.items() if k.endswith("/top1")))
+                 "  ".join(f"{c} {100 * score(row, c):.1f}" for c in columns(suite.reference, suite.shifts)))
         write_results(ctx, rows, suite)
     return Evaluation(rows, suite)
 

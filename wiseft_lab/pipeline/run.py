@@ -22,12 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from wiseft_lab import distributed
 from wiseft_lab.config import ConfigError, check_targets
-from wiseft_lab.data.layouts import check_data_layouts
+from wiseft_lab.data.eval_sets import check_data_layouts
 from wiseft_lab.io import atomic_write_text
 from wiseft_lab.merging.pool import pool_group
 from wiseft_lab.pipeline.context import RunContext, available_cores, resolve_device, resolve_workers, sweep_group
 from wiseft_lab.pipeline.deprecations import apply_deprecations
-from wiseft_lab.pipeline.evaluate import evaluate
+from wiseft_lab.pipeline.evaluate import check_classes, evaluate
 from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
 from wiseft_lab.pipeline.merge import merge
 from wiseft_lab.pipeline.ranks import error_log_path, stage_done, start_rank
@@ -61,6 +61,7 @@ def run_stages(ctx: RunContext) -> dict[str, Any]:
         log.info("stages=[]: dry run, wrote %s", ctx.run_dir / TRAINABLE_REPORT)
         return {"trainable": ctx.run_dir / TRAINABLE_REPORT}
     check_data_layouts(ctx.cfg, stages)  # missing or misplaced data fails here, before any training
+    check_classes(ctx, stages)           # and so does an eval set whose class names are not the head's
     ends = finetune(ctx) if "finetune" in stages else endpoints(ctx)
     stage_done()  # the other ranks read rank 0's checkpoints from here on
     if "merge" not in stages and "evaluate" not in stages:

@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from wiseft_lab.evaluation.suite import AVG_SHIFTS
 from wiseft_lab.io import union_columns
+from wiseft_lab.reporting.tables import score_key, scores
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +79,11 @@ class WandbLogger:
         sweep = sorted((r for r in rows if r["model"] == "wiseft"), key=lambda r: r["alpha"])
         for row in sweep:
             self.run.log({"wiseft/alpha": row["alpha"],
-                          **{f"wiseft/{k}": v for k, v in row.items() if k.endswith("/top1")}})
-        if sweep:
+                          **{f"wiseft/{k}": v for k, v in scores(row).items()}})
+        x_key, y_key = (score_key(sweep[0], c) if sweep else None for c in (reference, AVG_SHIFTS))
+        if x_key and y_key:
             payload["wiseft_curve"] = self._wandb.plot.line(
-                table, x=f"{reference}/top1", y="avg_shifts/top1", stroke="model",
-                title="WiSE-FT: reference vs. average shift accuracy")
+                table, x=x_key, y=y_key, stroke="model", title="WiSE-FT: reference vs. average over the shifts")
         self.run.log(payload)
 
     def log_image(self, key: str, path: str | Path) -> None:

@@ -1,4 +1,4 @@
-"""Figures: the WiSE-FT curve (reference accuracy vs. average shift accuracy)."""
+"""Figures: the WiSE-FT curve (the reference's primary score vs. the average over the shifts)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from wiseft_lab.evaluation.suite import AVG_SHIFTS  # noqa: E402
 from wiseft_lab.io import atomic_write_bytes  # noqa: E402
-from wiseft_lab.reporting.tables import Row  # noqa: E402
+from wiseft_lab.reporting.tables import Row, score_key  # noqa: E402
+
+
+def axis_metric(key: str | None) -> str:
+    """An axis label's metric: ``top-1``, ``macro_f1`` ..., ``primary metric`` for a mixed average."""
+    metric = key.split("/", 1)[1] if key else "top1"
+    return {"top1": "top-1", "primary": "primary metric"}.get(metric, metric)
 
 
 def save_figure(fig, path: str | Path) -> Path:
@@ -27,7 +33,7 @@ def save_figure(fig, path: str | Path) -> Path:
 def wiseft_curve(rows: Sequence[Row], reference: str, path: str | Path, title: str = "WiSE-FT") -> Path:
     """One point per alpha, the endpoints marked, and the straight line between them for comparison."""
     sweep = sorted((r for r in rows if r["model"] == "wiseft"), key=lambda r: r["alpha"])
-    x_key, y_key = f"{reference}/top1", f"{AVG_SHIFTS}/top1"
+    x_key, y_key = (next((score_key(r, c) for r in rows if score_key(r, c)), None) for c in (reference, AVG_SHIFTS))
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     if sweep:
         xs = [100 * r[x_key] for r in sweep]
@@ -44,8 +50,8 @@ def wiseft_curve(rows: Sequence[Row], reference: str, path: str | Path, title: s
         if ends[model] is not None:
             ax.scatter([100 * ends[model][x_key]], [100 * ends[model][y_key]], marker=marker, s=140,
                        color=color, label=label, zorder=3, edgecolor="black", linewidth=0.5)
-    ax.set_xlabel(f"{reference} (reference) top-1, %")
-    ax.set_ylabel("average top-1 over distribution shifts, %")
+    ax.set_xlabel(f"{reference} (reference) {axis_metric(x_key)}, %")
+    ax.set_ylabel(f"average {axis_metric(y_key)} over distribution shifts, %")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")

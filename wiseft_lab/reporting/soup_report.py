@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT  # noqa: E402
 from wiseft_lab.io import atomic_write_text, read_json, write_csv  # noqa: E402
-from wiseft_lab.reporting.plots import save_figure  # noqa: E402
-from wiseft_lab.reporting.tables import markdown_table  # noqa: E402
+from wiseft_lab.reporting.plots import axis_metric, save_figure  # noqa: E402
+from wiseft_lab.reporting.tables import column_label, markdown_table, score, score_key, score_note  # noqa: E402
 
 HOLDOUT_TOP1 = f"{HOLDOUT}/top1"
 # (results.jsonl model, table label, marker, colour, size) in the paper's order
@@ -57,14 +57,15 @@ def soups_markdown(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Se
                    summary: Mapping[str, Any], title: str = "") -> str:
     cols = [reference, *shifts] + ([AVG_SHIFTS] if shifts else [])
     header = ["Method", "Ingredients", "Held-out",
-              *[f"{c} (ref)" if c == reference else ("Avg shifts" if c == AVG_SHIFTS else c) for c in cols]]
+              *[column_label(rows, c, reference) for c in cols]]
     body = [[LABELS[m], row.get("n_ingredients", "-"), _pct(row.get(HOLDOUT_TOP1)),
-             *[_pct(row.get(f"{c}/top1")) for c in cols]] for m, row in method_rows(rows)]
+             *[_pct(score(row, c)) for c in cols]] for m, row in method_rows(rows)]
     pool = summary.get("ingredients", [])
     text = (f"# Model soups: {title}\n\n" if title else "# Model soups\n\n")
     text += (f"Pool: {len(pool)} ingredients from `{summary.get('pool_spec')}`"
-             + (f", {len(summary['skipped'])} skipped" if summary.get("skipped") else "") + ". Top-1 accuracy (%); "
-             "held-out: the split carved from the training set (`data.holdout_fraction`).\n\n")
+             + (f", {len(summary['skipped'])} skipped" if summary.get("skipped") else "")
+             + f". {score_note(rows, cols)} Held-out: the split carved from the training set "
+             "(`data.holdout_fraction`).\n\n")
     text += markdown_table(header, body)
 
     greedy = summary.get("greedy")
@@ -84,7 +85,7 @@ def soups_markdown(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Se
     for item in pool:
         row = by_name.get(item["name"], {})
         ingredient_rows.append([f"`{item['name']}`", item.get("label") or "", _pct(item.get(HOLDOUT_TOP1)),
-                                *[_pct(row.get(f"{c}/top1")) for c in (reference, AVG_SHIFTS if shifts else reference)],
+                                *[_pct(score(row, c)) for c in (reference, AVG_SHIFTS if shifts else reference)],
                                 "yes" if item["name"] in accepted else ""])
     if ingredient_rows:
         text += "\n## Ingredients\n\n" + markdown_table(
@@ -104,7 +105,7 @@ def soups_csv_rows(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Se
     def flat(method: str, row: Mapping[str, Any], ingredient: str | None = None) -> dict[str, Any]:
         return {"method": method, "ingredient": ingredient or "", "overrides": labels.get(ingredient, ""),
                 "n_ingredients": row.get("n_ingredients"), HOLDOUT_TOP1: row.get(HOLDOUT_TOP1),
-                **{f"{c}/top1": row.get(f"{c}/top1") for c in cols}}
+                **{key: row.get(key) for key in (score_key(row, c) for c in cols) if key is not None}}
 
     out = [flat(m, row, row.get("ingredient") if m == "best_individual" else None) for m, row in method_rows(rows)]
     out += [flat("ingredient", r, r.get("ingredient")) for r in rows if r["model"] == "ingredient"]
@@ -113,7 +114,7 @@ def soups_csv_rows(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Se
 
 def soups_figure(rows: Sequence[Mapping[str, Any]], reference: str, path: str | Path, title: str = "") -> Path:
     """Every ingredient as a point, the soups and the ensemble marked, the WiSE-FT curve of the best if any."""
-    x_key, y_key = f"{reference}/top1", f"{AVG_SHIFTS}/top1"
+    x_key, y_key = (next((score_key(r, c) for r in rows if score_key(r, c)), None) for c in (reference, AVG_SHIFTS))
 
     def xy(row: Mapping[str, Any]) -> tuple[float, float]:
         return 100 * row[x_key], 100 * row[y_key]
@@ -134,8 +135,8 @@ def soups_figure(rows: Sequence[Mapping[str, Any]], reference: str, path: str | 
         _, label, marker, colour, size = next(m for m in METHODS if m[0] == method)
         ax.scatter(*xy(row), marker=marker, color=colour, s=size, label=label, zorder=10, edgecolor="black",
                    linewidth=0.6)
-    ax.set_xlabel(f"{reference} accuracy (top-1, %)", fontsize=13)
-    ax.set_ylabel("Avg. accuracy on distribution shifts (%)", fontsize=13)
+    ax.set_xlabel(f"{reference} ({axis_metric(x_key)}, %)", fontsize=13)
+    ax.set_ylabel(f"Avg. {axis_metric(y_key)} on distribution shifts (%)", fontsize=13)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.4)
@@ -185,6 +186,6 @@ def log_soups(logger, summary: Mapping[str, Any], table: Sequence[Mapping[str, A
         record["greedy_soup/ingredients"] = accepted
     for row in table:
         if row["method"] != "ingredient":
-            record.update({f"{row['method']}/{k}": v for k, v in row.items() if k.endswith("/top1") and v is not None})
+            record.update({f"{row['method']}/{k}": v for k, v in row.items() if "/" in k and v is not None})
             record[f"{row['method']}/n_ingredients"] = row["n_ingredients"]
     logger.summary(record)

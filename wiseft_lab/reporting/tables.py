@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,12 +12,46 @@ Row = Mapping[str, Any]
 
 
 def result_row(model: str, alpha: float | None, metrics: Mapping[str, float], **extra: Any) -> dict[str, Any]:
-    """One ``results.jsonl`` row: ``model``, ``alpha``, then ``<set>/top1``, ``avg_shifts/top1``, ``n/<set>``."""
-    ordered = {k: v for k, v in metrics.items() if k.endswith("/top1") and not k.startswith(AVG_SHIFTS)}
-    if f"{AVG_SHIFTS}/top1" in metrics:
-        ordered[f"{AVG_SHIFTS}/top1"] = metrics[f"{AVG_SHIFTS}/top1"]
-    ordered.update({k: v for k, v in metrics.items() if k.startswith("n/")})
-    return {"model": model, "alpha": alpha, **ordered, **extra}
+    """One ``results.jsonl`` row: ``model``, ``alpha``, every ``<set>/<metric>`` in the evaluation's order (a
+    set's primary metric first), ``avg_shifts/<metric>``, ``n/<set>``, then ``extra``.
+
+    Every score column an evaluation returns is kept, so new metrics (calibration, ...) need no change here;
+    the reports find a column's primary score as its first ``<column>/`` key (:func:`score_key`).
+    """
+    scores = {k: v for k, v in metrics.items() if not k.startswith((f"{AVG_SHIFTS}/", "n/"))}
+    average = {k: v for k, v in metrics.items() if k.startswith(f"{AVG_SHIFTS}/")}
+    sizes = {k: v for k, v in metrics.items() if k.startswith("n/")}
+    return {"model": model, "alpha": alpha, **scores, **average, **sizes, **extra}
+
+
+def scores(row: Row) -> dict[str, Any]:
+    """Every ``<column>/<metric>`` of ``row`` (the averages included, the ``n/<set>`` sizes not)."""
+    return {k: v for k, v in row.items() if "/" in k and not k.startswith("n/")}
+
+
+def score_key(row: Row, column: str) -> str | None:
+    """The key of ``column``'s primary score in ``row``: its first ``<column>/<metric>`` key (None: absent)."""
+    prefix = f"{column}/"
+    return next((k for k in row if k.startswith(prefix)), None)
+
+
+def score(row: Row, column: str) -> float | None:
+    """``column``'s primary score in ``row`` (top-1, macro F1, worst-region accuracy, pm-k ...), or None."""
+    key = score_key(row, column)
+    return None if key is None or row[key] is None else float(row[key])
+
+
+def metric_name(rows: Sequence[Row], column: str) -> str | None:
+    """The metric of ``column``'s primary score in the first row that has it (``top1``, ``macro_f1`` ...)."""
+    key = next((k for k in (score_key(r, column) for r in rows) if k is not None), None)
+    return None if key is None else key[len(column) + 1:]
+
+
+def column_label(rows: Sequence[Row], column: str, reference: str) -> str:
+    """A table header: ``<set> (ref)``, ``avg shifts``, and the metric in brackets where it is not top-1."""
+    metric = metric_name(rows, column)
+    label = "avg shifts" if column == AVG_SHIFTS else f"{column} (ref)" if column == reference else column
+    return label if metric in (None, "top1") else f"{label} [{metric}]"
 
 
 def columns(reference: str, shifts: Sequence[str]) -> list[str]:
@@ -31,7 +66,7 @@ def _find(rows: Sequence[Row], model: str, alpha: float | None = None) -> Row | 
 
 
 def table1_rows(rows: Sequence[Row], reference: str, shifts: Sequence[str]) -> list[tuple[str, dict]]:
-    """(label, {column: accuracy in %}) for zero-shot, fine-tuned, WiSE-FT alpha=0.5 and optimal alpha.
+    """(label, {column: primary score in %}) for zero-shot, fine-tuned, WiSE-FT alpha=0.5 and optimal alpha.
 
     "Optimal alpha" follows the paper: every column (the average included) takes its own best alpha,
     an oracle upper bound; the alpha chosen per column is reported beside it.
@@ -42,13 +77,13 @@ def table1_rows(rows: Sequence[Row], reference: str, shifts: Sequence[str]) -> l
     for label, row in (("zero-shot", _find(rows, "zeroshot")), ("fine-tuned", _find(rows, "finetuned")),
                        ("WiSE-FT, alpha=0.5", _find(wiseft, "wiseft", 0.5))):
         if row is not None:
-            out.append((label, {c: 100 * row[f"{c}/top1"] for c in cols if f"{c}/top1" in row}))
+            out.append((label, {c: 100 * score(row, c) for c in cols if score(row, c) is not None}))
     if wiseft:
         best: dict = {}
         for c in cols:
-            top = max(wiseft, key=lambda r, c=c: r.get(f"{c}/top1", float("-inf")))
-            if f"{c}/top1" in top:
-                best[c] = 100 * top[f"{c}/top1"]
+            top = max(wiseft, key=lambda r, c=c: -math.inf if score(r, c) is None else score(r, c))
+            if score(top, c) is not None:
+                best[c] = 100 * score(top, c)
                 best[f"alpha:{c}"] = top["alpha"]
         out.append(("WiSE-FT, optimal alpha", best))
     return out
@@ -63,7 +98,7 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
 def summary_markdown(rows: Sequence[Row], reference: str, shifts: Sequence[str], title: str = "") -> str:
     """``summary.md``: Table-1 layout, then the full alpha sweep."""
     cols = columns(reference, shifts)
-    header = ["", *[f"{c} (ref)" if c == reference else ("avg shifts" if c == AVG_SHIFTS else c) for c in cols]]
+    header = ["", *[column_label(rows, c, reference) for c in cols]]
     body = []
     for label, values in table1_rows(rows, reference, shifts):
         cells = []
@@ -75,27 +110,36 @@ def summary_markdown(rows: Sequence[Row], reference: str, shifts: Sequence[str],
             else:
                 cells.append(f"{values[c]:.1f}")
         body.append([label, *cells])
-    text = (f"# {title}\n\n" if title else "") + "Top-1 accuracy (%).\n\n" + markdown_table(header, body)
+    text = (f"# {title}\n\n" if title else "") + f"{score_note(rows, cols)}\n\n" + markdown_table(header, body)
     sweep = [r for r in rows if r["model"] == "wiseft"]
     if sweep:
         text += "\n## WiSE-FT sweep\n\n" + markdown_table(
-            ["alpha", *cols],
-            [[f"{r['alpha']:g}", *[f"{100 * r[f'{c}/top1']:.1f}" if f"{c}/top1" in r else "-" for c in cols]]
+            ["alpha", *[column_label(rows, c, reference) for c in cols]],
+            [[f"{r['alpha']:g}", *[f"{100 * score(r, c):.1f}" if score(r, c) is not None else "-" for c in cols]]
              for r in sorted(sweep, key=lambda r: r["alpha"])])
     text += ("\n*Optimal alpha*: each column takes its own best alpha (an oracle, as in the paper's Table 1).\n"
              if sweep else "")
     return text
 
 
+def score_note(rows: Sequence[Row], cols: Sequence[str]) -> str:
+    """The sentence above a table: which metric its numbers are."""
+    metrics = {metric_name(rows, c) for c in cols} - {None}
+    if metrics <= {"top1"}:
+        return "Top-1 accuracy (%)."
+    return ("Scores (%): top-1 unless a column names its metric in brackets (each set's primary metric; "
+            "avg shifts = the mean of the shifts' primary metrics).")
+
+
 def summary_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """W&B summary: every endpoint's metrics and the best alpha by average shift accuracy."""
+    """W&B summary: every endpoint's scores and the best alpha by the average over the shifts."""
     out: dict[str, Any] = {}
     for row in rows:
         if row["model"] != "wiseft":
-            out.update({f"{row['model']}/{k}": v for k, v in row.items() if k.endswith("/top1")})
-    sweep = [r for r in rows if r["model"] == "wiseft" and f"{AVG_SHIFTS}/top1" in r]
+            out.update({f"{row['model']}/{k}": v for k, v in scores(row).items()})
+    sweep = [r for r in rows if r["model"] == "wiseft" and score(r, AVG_SHIFTS) is not None]
     if sweep:
-        best = max(sweep, key=lambda r: r[f"{AVG_SHIFTS}/top1"])
+        best = max(sweep, key=lambda r: score(r, AVG_SHIFTS))
         out["wiseft_best/alpha"] = best["alpha"]
-        out.update({f"wiseft_best/{k}": v for k, v in best.items() if k.endswith("/top1")})
+        out.update({f"wiseft_best/{k}": v for k, v in scores(best).items()})
     return out

@@ -16,14 +16,14 @@ from wiseft_lab.evaluation.suite import AVG_SHIFTS
 from wiseft_lab.reporting.paper.cells import Cell, Line, Report
 from wiseft_lab.reporting.paper.published import TableSpec
 from wiseft_lab.reporting.paper.runs import ReportError, Run, map_columns, refusal, set_names
-from wiseft_lab.reporting.tables import table1_rows
+from wiseft_lab.reporting.tables import score, table1_rows
 
 
 def _paper_row(row: Mapping[str, Any], mapping: Mapping[str, str], spec: TableSpec) -> dict[str, float]:
     """A result row in paper columns (%); the average only when every shift column is there."""
     values: dict[str, float] = {}
     for key, name in mapping.items():
-        value = row.get(f"{name}/top1")
+        value = score(row, name)
         if value is not None:
             values[key] = 100.0 * float(value)
     shifts = [c["key"] for c in spec.columns if c.get("role") == "shift"]
@@ -70,7 +70,7 @@ def _prepare(spec: TableSpec, runs: Sequence[Run], explicit: Mapping[str, str], 
                          "only where they need none (zero-shot)")
         sets = set_names(run.rows)
         if not sets:
-            notes.append(f"{run.path}: skipped (no <set>/top1 in its rows)")
+            notes.append(f"{run.path}: skipped (no <set>/<metric> in its rows)")
             continue
         mapping = map_columns(spec, sets, explicit)
         absent = {k: v for k, v in mapping.items() if v not in sets}

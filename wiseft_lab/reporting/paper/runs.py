@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT
 from wiseft_lab.io import read_jsonl
 from wiseft_lab.reporting.paper.published import TableSpec
+from wiseft_lab.reporting.tables import scores
 
 MISSING = "—"
 NON_SETS = {AVG_SHIFTS, HOLDOUT}
@@ -76,14 +77,14 @@ def load_run(path: Path) -> Run:
 
 
 def set_names(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Our evaluation sets that have a top-1 in the rows (first-seen order), without the average and held-out."""
+    """Our evaluation sets (and set groups) that have a score in the rows (first-seen order), without the average
+    and held-out."""
     names: list[str] = []
     for row in rows:
-        for key in row:
-            if key.endswith("/top1"):
-                name = key[: -len("/top1")]
-                if name not in NON_SETS and name not in names:
-                    names.append(name)
+        for key in scores(row):
+            name = key.split("/", 1)[0]
+            if name not in NON_SETS and name not in names:
+                names.append(name)
     return names
 
 
