@@ -178,7 +178,7 @@ def test_missing_data_fails_before_training_with_the_layout_not_a_traceback(tmp_
 
 
 def test_a_terminated_run_records_why_and_keeps_its_epoch_checkpoints(tmp_path):
-    """SIGTERM (a scheduler's pre-emption) still writes error.log; the epoch checkpoints stay for resume=true."""
+    """SIGTERM (a scheduler's pre-emption) during training checkpoints at the next step and writes error.log."""
     import os
     import signal
     import time
@@ -194,5 +194,8 @@ def test_a_terminated_run_records_why_and_keeps_its_epoch_checkpoints(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) != 0
     run_dir = only_run_dir(tmp_path)
-    assert "SystemExit" in (run_dir / "error.log").read_text()
+    error = (run_dir / "error.log").read_text()
+    assert "Preempted" in error and "resume=true continues from" in error
+    saved = error.rsplit("continues from ", 1)[1].split()[0]
+    assert Path(saved).name.startswith(("step_", "epoch_")) and (Path(saved) / "trainer_state.json").is_file()
     assert not (run_dir / "checkpoints" / "finetuned").exists()
