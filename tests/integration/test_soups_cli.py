@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
 
 from tests.conftest import run_cli
 from tests.wandb_records import history_rows, records, run_info
+from wiseft_lab.models.checkpoint import load_state_dict
+from wiseft_lab.weight_space.model_stock import model_stock
 from wiseft_lab.weight_space.soups import greedy_order
 
 pytestmark = pytest.mark.slow
@@ -143,3 +146,21 @@ def _summary(path: Path) -> dict:
             for item in record.summary.update:
                 out[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return out
+
+
+def test_model_stock_of_the_sweep(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    run_cli("smoke=tiny", "task_name=model_stock", "stages=[merge,evaluate]", "logger=none", "merge=model_stock",
+            f"merge.pool={sweep_dir}", cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    run_dir = next(tmp_path.glob("outputs/model_stock/runs/*"))
+    models = [r["model"] for r in _rows(run_dir)]
+    assert models == ["zeroshot", "model_stock", "ingredient", "ingredient", "ingredient"]
+    record = json.loads((run_dir / "model_stock" / "model_stock.json").read_text())
+    assert record["k"] == 3 and record["ingredients"] == ["0", "1", "2"]
+    assert record["pretrained"] == str(sweep_dir / "0" / "checkpoints" / "zeroshot")
+    expected = model_stock(sweep_dir / "0/checkpoints/zeroshot", [sweep_dir / f"{j}/checkpoints/finetuned"
+                                                                   for j in range(3)])
+    merged = load_state_dict(run_dir / "checkpoints" / "model_stock")
+    for key, tensor in expected.state.items():
+        torch.testing.assert_close(merged[key], tensor, rtol=0, atol=0)
+    assert "## Other models" in (run_dir / "summary.md").read_text()

@@ -84,7 +84,21 @@ def summary_markdown(rows: Sequence[Row], reference: str, shifts: Sequence[str],
              for r in sorted(sweep, key=lambda r: r["alpha"])])
     text += ("\n*Optimal alpha*: each column takes its own best alpha (an oracle, as in the paper's Table 1).\n"
              if sweep else "")
-    return text
+    return text + other_models_markdown(rows, cols)
+
+
+def _row_label(row: Row) -> str:
+    return f"{row['model']} `{row['ingredient']}`" if row.get("ingredient") else str(row["model"])
+
+
+def other_models_markdown(rows: Sequence[Row], cols: Sequence[str]) -> str:
+    """The rows that are neither an endpoint nor the WiSE-FT sweep (Model Stock, soups, ingredients, ...)."""
+    others = [r for r in rows if r["model"] not in ("zeroshot", "finetuned", "wiseft")]
+    if not others:
+        return ""
+    return "\n## Other models\n\n" + markdown_table(
+        ["model", *cols], [[_row_label(r), *[f"{100 * r[f'{c}/top1']:.1f}" if f"{c}/top1" in r else "-"
+                                             for c in cols]] for r in others])
 
 
 def summary_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
