@@ -41,7 +41,7 @@ from wiseft_lab.merging.registry import (
 )
 from wiseft_lab.models.checkpoint import StateDict, is_checkpoint, load_state_dict, read_meta, save_checkpoint
 from wiseft_lab.models.ensemble import OutputEnsemble
-from wiseft_lab.weight_space.fisher import FISHER_FLOOR, diagonal_fisher, fisher_merge
+from wiseft_lab.weight_space.fisher import FISHER_FLOOR, fisher_merge
 from wiseft_lab.weight_space.ingredients import check_pool
 from wiseft_lab.weight_space.interpolate import interpolate
 from wiseft_lab.weight_space.learned import LearnedSoupConfig, learned_soup
@@ -74,7 +74,7 @@ class FisherOptions:
 
     floor: float = FISHER_FLOOR  # Fisher values are floored at this (WiSE-FT's --fisher_floor)
     n_examples: int | None = None  # held-out examples per estimate (None: all), one at a time
-    train_mode: bool = False  # WiSE-FT estimates in train mode; eval mode avoids per-example BatchNorm
+    train_mode: bool = False  # wise-ft estimates in train mode (on its test loader); eval mode avoids per-example BN
     seed: int = 0  # sampling of the labels from the model's softmax
     save: bool = False  # keep each ingredient's Fisher under <run>/soups/fisher/
 
@@ -200,15 +200,11 @@ def _fisher(kitchen: _Kitchen, recipe: str) -> SoupOutcome:
     kitchen.need_holdout("Fisher merging")
     kitchen.need_linear_head("Fisher merging")
     options, ctx = kitchen.options.fisher, kitchen.ctx
-    skeleton = kitchen.skeleton()
     limit = options.n_examples
 
     def fisher_of(index: int, state: StateDict):
-        generator = torch.Generator().manual_seed(int(options.seed))
-        examples = (images for images, _ in kitchen.prepared.batches(64, ctx.device))
-        fisher = diagonal_fisher(skeleton, state, examples, generator=generator,
-                                 max_examples=None if limit is None else int(limit),
-                                 train_mode=bool(options.train_mode), precision=ctx.precision)
+        fisher = ctx.fisher(kitchen.template, state, n_examples=None if limit is None else int(limit),
+                            train_mode=bool(options.train_mode), seed=int(options.seed))
         log.info("Fisher of %s estimated (%d/%d)", kitchen.names[index], index + 1, len(kitchen.pool))
         if options.save:
             name = kitchen.names[index].replace("/", "_")

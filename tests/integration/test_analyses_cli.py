@@ -1,0 +1,42 @@
+"""The analyses at smoke size through the CLI: Fisher-weighted WiSE-FT, calibration columns, alpha selection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import only_run_dir, run_cli
+from wiseft_lab.models.checkpoint import load_state_dict
+from wiseft_lab.weight_space.interpolate import interpolate
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fisher_run(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("fisher")
+    run_cli("smoke=tiny", "logger=none", "precision=fp32", "merge.alphas=[0,0.5,1]", "merge.save_alphas=[0,0.5,1]",
+            "merge.fisher=true", "data.holdout_fraction=0.2", cwd=base)
+    return only_run_dir(base)
+
+
+def test_fisher_weighted_wiseft_keeps_the_endpoints_and_mixes_per_element(fisher_run):
+    ckpt = fisher_run / "checkpoints"
+    zeroshot, finetuned = load_state_dict(ckpt / "zeroshot"), load_state_dict(ckpt / "finetuned")
+    for alpha, endpoint in ((0, zeroshot), (1, finetuned)):
+        merged = load_state_dict(ckpt / f"wiseft_alpha{alpha}")
+        assert all(torch.equal(merged[k], endpoint[k]) for k in endpoint), alpha
+    half, plain = load_state_dict(ckpt / "wiseft_alpha0.5"), interpolate(zeroshot, finetuned, 0.5)
+    changed = [k for k in half if half[k].is_floating_point() and not torch.equal(zeroshot[k], finetuned[k])]
+    assert changed and any(not torch.allclose(half[k], plain[k]) for k in changed)  # not the plain average
+    for key in changed:  # per element a convex combination of the endpoints
+        low, high = torch.minimum(zeroshot[key], finetuned[key]), torch.maximum(zeroshot[key], finetuned[key])
+        slack = 1e-6 * (1 + high.abs())
+        assert bool(((half[key] >= low - slack) & (half[key] <= high + slack)).all()), key
+    rows = [json.loads(x) for x in (fisher_run / "results.jsonl").read_text().splitlines()]
+    sweep = [r for r in rows if r["model"] == "wiseft"]
+    assert [r["alpha"] for r in sweep] == [0, 0.5, 1] and all(r["fisher"] for r in sweep)
+    assert sweep[0]["photo/top1"] == rows[0]["photo/top1"] and sweep[2]["photo/top1"] == rows[1]["photo/top1"]
