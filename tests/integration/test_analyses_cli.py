@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.conftest import only_run_dir, run_cli
+from wiseft_lab.evaluation.calibration import expected_calibration_error, negative_log_likelihood
 from wiseft_lab.models.checkpoint import load_state_dict
 from wiseft_lab.weight_space.interpolate import interpolate
 
@@ -19,7 +21,8 @@ pytestmark = pytest.mark.slow
 def fisher_run(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("fisher")
     run_cli("smoke=tiny", "logger=none", "precision=fp32", "merge.alphas=[0,0.5,1]", "merge.save_alphas=[0,0.5,1]",
-            "merge.fisher=true", "data.holdout_fraction=0.2", cwd=base)
+            "merge.fisher=true", "data.holdout_fraction=0.2", "eval.save_predictions=true", "eval.calibration_bins=5",
+            cwd=base)
     return only_run_dir(base)
 
 
@@ -40,3 +43,18 @@ def test_fisher_weighted_wiseft_keeps_the_endpoints_and_mixes_per_element(fisher
     sweep = [r for r in rows if r["model"] == "wiseft"]
     assert [r["alpha"] for r in sweep] == [0, 0.5, 1] and all(r["fisher"] for r in sweep)
     assert sweep[0]["photo/top1"] == rows[0]["photo/top1"] and sweep[2]["photo/top1"] == rows[1]["photo/top1"]
+
+
+def test_every_row_has_calibration_columns_with_a_held_out_temperature(fisher_run):
+    rows = [json.loads(x) for x in (fisher_run / "results.jsonl").read_text().splitlines()]
+    sets = ["photo", "sketch", "cartoon", "painting", "clutter", "holdout"]
+    for row in rows:
+        assert row["temperature"] > 0 and row["n/holdout"] == 10  # at least one image of each of the 10 classes
+        for name in sets:
+            assert {f"{name}/{m}{s}" for m in ("ece", "nll", "brier") for s in ("", "_ts")} <= set(row), name
+    zeroshot = rows[0]
+    saved = load_file(fisher_run / "predictions" / "zeroshot" / "photo.safetensors")
+    logits, labels = saved["logits"], saved["labels"]
+    assert zeroshot["photo/ece"] == pytest.approx(expected_calibration_error(logits, labels, n_bins=5))
+    assert zeroshot["photo/nll_ts"] == pytest.approx(negative_log_likelihood(logits / zeroshot["temperature"], labels))
+    assert (fisher_run / "ece_alpha.png").stat().st_size > 10_000

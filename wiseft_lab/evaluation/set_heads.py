@@ -47,6 +47,7 @@ def evaluate_with_set_heads(model: nn.Module, suite: EvalSuite, *,
         metrics.pop(f"{AVG_SHIFTS}/top1", None)
         ordered = {f"{n}/top1": metrics[f"{n}/top1"] for n in suite.sets}
         ordered.update({f"n/{n}": metrics[f"n/{n}"] for n in suite.sets})
+        ordered.update({k: v for k, v in metrics.items() if k not in ordered})  # e.g. the calibration columns
         avg = average_over(ordered, suite.shifts)
         if avg is not None:
             ordered[f"{AVG_SHIFTS}/top1"] = avg

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from wiseft_lab.data.base import TaskData, project_logits
 from wiseft_lab.data.cache import PreparedSet, SplitTransform, prepare, split_transform
+from wiseft_lab.evaluation.calibration import Calibration
 from wiseft_lab.evaluation.metrics import average_over, top1
 from wiseft_lab.io import write_safetensors
 from wiseft_lab.precision import autocast
@@ -75,6 +76,24 @@ class EvalSuite:
 
 
 @torch.no_grad()
+def set_logits(model: nn.Module, prepared: PreparedSet, *, batch_size: int = 256, precision: str = "fp32",
+               progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The raw (unprojected, float32, CPU) logits of ``model`` on one set, and its labels; ``model`` in eval mode."""
+    device = next(model.parameters()).device
+    raw, labels = [], []
+    batches = prepared.batches(batch_size, device)
+    if progress:
+        batches = tqdm(batches, desc=f"eval {prepared.name}", leave=False, unit="batch",
+                       total=-(-len(prepared) // batch_size))
+    for images, y in batches:
+        with autocast(device, precision):
+            logits = model(images)
+        raw.append(logits.float().cpu())
+        labels.append(torch.as_tensor(y))
+    return torch.cat(raw), torch.cat(labels)
+
+
+@torch.no_grad()
 def evaluate(
     model: nn.Module,
     suite: EvalSuite,
@@ -83,31 +102,25 @@ def evaluate(
     precision: str = "fp32",
     predictions_dir: str | Path | None = None,
     progress: bool = True,
+    calibration: Calibration | None = None,
 ) -> dict[str, float]:
     """Top-1 of ``model`` on every set of ``suite`` plus ``avg_shifts/top1``, and ``n/<set>`` sizes.
 
     Logits of a head over other classes are projected per set (see :func:`project_logits`). With
-    ``predictions_dir`` the projected logits, raw logits and labels are saved per set as safetensors.
+    ``predictions_dir`` the projected logits, raw logits and labels are saved per set as safetensors. With
+    ``calibration`` every set also gets its ECE / NLL / Brier columns (:meth:`Calibration.columns`).
     """
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
     for name, prepared in suite.sets.items():
-        raw, labels = [], []
-        batches = prepared.batches(batch_size, device)
-        if progress:
-            batches = tqdm(batches, desc=f"eval {name}", leave=False, unit="batch",
-                           total=-(-len(prepared) // batch_size))
-        for images, y in batches:
-            with autocast(device, precision):
-                logits = model(images)
-            raw.append(logits.float().cpu())
-            labels.append(torch.as_tensor(y))
-        raw_logits, all_labels = torch.cat(raw), torch.cat(labels)
+        raw_logits, all_labels = set_logits(model, prepared, batch_size=batch_size, precision=precision,
+                                            progress=progress)
         logits = project_logits(raw_logits, prepared.data)
         metrics[f"{name}/top1"] = top1(logits, all_labels)
         metrics[f"n/{name}"] = len(all_labels)
+        if calibration is not None:
+            metrics.update(calibration.columns(name, logits, all_labels))
         if predictions_dir is not None:
             write_safetensors(Path(predictions_dir) / f"{name}.safetensors",
                               {"logits": logits, "raw_logits": raw_logits, "labels": all_labels})

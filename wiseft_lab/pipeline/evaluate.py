@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from wiseft_lab.evaluation.calibration import N_BINS, Calibration
+from wiseft_lab.evaluation.holdout import score_holdout
 from wiseft_lab.evaluation.set_heads import evaluate_with_set_heads
 from wiseft_lab.evaluation.suite import EvalSuite
 from wiseft_lab.io import atomic_write_text, write_csv, write_jsonl
@@ -33,16 +35,21 @@ def evaluate(ctx: RunContext, candidates: Candidates) -> Evaluation:
     suite = ctx.suite()
     rows: list[dict[str, Any]] = []
     endpoints: dict[float, dict] = {}
+    calibration = Calibration(n_bins=int(ctx.cfg.eval.get("calibration_bins", N_BINS)))
+    holdout = ctx.holdout_suite()  # every model is also scored on it (alpha selection, temperature scaling)
     for entry in candidates.entries:
         if entry.model == "wiseft" and entry.alpha in endpoints:
             metrics = endpoints[entry.alpha]  # alpha 0 / 1 are the endpoints bit for bit
         else:
             subject = entry.module() if entry.module is not None else ctx.models.load(model, entry.weights())
             tag = entry.tag or (entry.model if entry.model != "wiseft" else f"wiseft_{entry.alpha:g}")
+            held, fitted = ({}, calibration) if holdout is None else score_holdout(
+                subject, holdout, calibration, batch_size=ctx.cfg.eval.batch_size, precision=ctx.precision)
             metrics = evaluate_with_set_heads(
                 subject, suite, head_for=ctx.models.head_builder(model) if entry.module is None else None,
-                batch_size=ctx.cfg.eval.batch_size, precision=ctx.precision,
+                batch_size=ctx.cfg.eval.batch_size, precision=ctx.precision, calibration=fitted,
                 predictions_dir=ctx.run_dir / "predictions" / tag if ctx.cfg.eval.save_predictions else None)
+            metrics.update(held)
             if entry.model in ENDPOINTS:
                 endpoints[entry.alpha] = metrics
         row = result_row(entry.model, entry.alpha, metrics, **entry.extra)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from wiseft_lab.evaluation.calibration import CALIBRATION_METRICS, TS_SUFFIX
+from wiseft_lab.evaluation.holdout import TEMPERATURE
 from wiseft_lab.evaluation.suite import AVG_SHIFTS
 
 Row = Mapping[str, Any]
@@ -16,7 +18,14 @@ def result_row(model: str, alpha: float | None, metrics: Mapping[str, float], **
     if f"{AVG_SHIFTS}/top1" in metrics:
         ordered[f"{AVG_SHIFTS}/top1"] = metrics[f"{AVG_SHIFTS}/top1"]
     ordered.update({k: v for k, v in metrics.items() if k.startswith("n/")})
+    ordered.update(calibration_columns(metrics))
     return {"model": model, "alpha": alpha, **ordered, **extra}
+
+
+def calibration_columns(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The calibration columns of a row (``<set>/ece``, ``/nll``, ``/brier``, their ``_ts`` twins, ``temperature``)."""
+    return {k: v for k, v in metrics.items()
+            if k == TEMPERATURE or k.rsplit("/", 1)[-1].removesuffix(TS_SUFFIX) in CALIBRATION_METRICS}
 
 
 def columns(reference: str, shifts: Sequence[str]) -> list[str]:
