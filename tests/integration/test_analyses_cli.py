@@ -22,7 +22,7 @@ def fisher_run(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("fisher")
     run_cli("smoke=tiny", "logger=none", "precision=fp32", "merge.alphas=[0,0.5,1]", "merge.save_alphas=[0,0.5,1]",
             "merge.fisher=true", "data.holdout_fraction=0.2", "eval.save_predictions=true", "eval.calibration_bins=5",
-            cwd=base)
+            "merge.select_alpha=[best_holdout,alpha_0.5]", cwd=base)
     return only_run_dir(base)
 
 
@@ -41,6 +41,11 @@ def test_fisher_weighted_wiseft_keeps_the_endpoints_and_mixes_per_element(fisher
         assert bool(((half[key] >= low - slack) & (half[key] <= high + slack)).all()), key
     rows = [json.loads(x) for x in (fisher_run / "results.jsonl").read_text().splitlines()]
     sweep = [r for r in rows if r["model"] == "wiseft"]
+    chosen = {r["rule"]: r for r in rows if r["model"] == "alpha_selection"}
+    assert list(chosen) == ["oracle", "best_holdout", "alpha_0.5"] and chosen["alpha_0.5"]["alpha"] == 0.5
+    best = max(sweep, key=lambda r: (r["holdout/top1"], -r["alpha"]))
+    assert chosen["best_holdout"]["alpha"] == best["alpha"]
+    assert "## Choosing alpha without the shifts" in (fisher_run / "summary.md").read_text()
     assert [r["alpha"] for r in sweep] == [0, 0.5, 1] and all(r["fisher"] for r in sweep)
     assert sweep[0]["photo/top1"] == rows[0]["photo/top1"] and sweep[2]["photo/top1"] == rows[1]["photo/top1"]
 

@@ -48,6 +48,7 @@ class MergeResult:
 
     entries: list[ModelEntry]
     template: Path | None = None
+    select_alpha: list[str] = field(default_factory=list)  # rules choosing among the "wiseft" rows, once evaluated
 
 
 @dataclass

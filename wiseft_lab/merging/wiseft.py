@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wiseft_lab.evaluation.alpha_selection import rules_by_name
 from wiseft_lab.merging.registry import (
     MergeContext,
     MergeResult,
@@ -42,6 +43,7 @@ class WiseFT(MergeStrategy):
 
     alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
     save_alphas: list[float] = field(default_factory=list)
+    select_alpha: list[str] | str = field(default_factory=list)  # rules (or "all"): a row each beside the oracle
     fisher: bool = False
     fisher_floor: float = FISHER_FLOOR
     fisher_examples: int | None = None  # held-out images per estimate (None: all)
@@ -62,7 +64,9 @@ class WiseFT(MergeStrategy):
         entries = [ModelEntry("wiseft", alpha, lambda a=alpha: mix(theta_0(), theta_1(), a), extra=dict(extra),
                               save_as=f"wiseft_alpha{alpha:g}" if alpha in keep else None)
                    for alpha in (float(a) for a in self.alphas)]
-        return MergeResult(entries)
+        rules = [self.select_alpha] if isinstance(self.select_alpha, str) else list(self.select_alpha)
+        rules_by_name(rules)  # an unknown rule fails now, before any evaluation
+        return MergeResult(entries, select_alpha=rules)
 
     def _fisher_mix(self, ctx: MergeContext, zeroshot: StateDict, finetuned: StateDict):
         if read_meta(ctx.zeroshot).head == "text":

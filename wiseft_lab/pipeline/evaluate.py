@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from wiseft_lab.evaluation.alpha_selection import rules_by_name, selection_rows
 from wiseft_lab.evaluation.calibration import N_BINS, Calibration
 from wiseft_lab.evaluation.holdout import score_holdout
 from wiseft_lab.evaluation.set_heads import evaluate_with_set_heads
@@ -56,6 +57,9 @@ def evaluate(ctx: RunContext, candidates: Candidates) -> Evaluation:
         rows.append(row)
         log.info("%s%s: %s", entry.model, f" alpha={entry.alpha:g}" if entry.model == "wiseft" else "",
                  "  ".join(f"{k[:-5]} {100 * v:.1f}" for k, v in row.items() if k.endswith("/top1")))
+        write_results(ctx, rows, suite)
+    if candidates.select_alpha:
+        rows += selection_rows(rows, rules_by_name(candidates.select_alpha), reference=suite.reference)
         write_results(ctx, rows, suite)
     return Evaluation(rows, suite)
 

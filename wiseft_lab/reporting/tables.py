@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from wiseft_lab.evaluation.alpha_selection import SELECTION_MODEL
 from wiseft_lab.evaluation.calibration import CALIBRATION_METRICS, TS_SUFFIX
 from wiseft_lab.evaluation.holdout import TEMPERATURE
-from wiseft_lab.evaluation.suite import AVG_SHIFTS
+from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT
 
 Row = Mapping[str, Any]
 
@@ -93,7 +94,26 @@ def summary_markdown(rows: Sequence[Row], reference: str, shifts: Sequence[str],
              for r in sorted(sweep, key=lambda r: r["alpha"])])
     text += ("\n*Optimal alpha*: each column takes its own best alpha (an oracle, as in the paper's Table 1).\n"
              if sweep else "")
-    return text + other_models_markdown(rows, cols)
+    return text + alpha_selection_markdown(rows, reference) + other_models_markdown(rows, cols)
+
+
+def alpha_selection_markdown(rows: Sequence[Row], reference: str) -> str:
+    """``merge.select_alpha``'s choices beside the oracle, with what each costs on the shifts."""
+    chosen = [r for r in rows if r["model"] == SELECTION_MODEL]
+    if not chosen:
+        return ""
+    regret = f"regret/{AVG_SHIFTS}/top1"
+
+    def pct(row: Row, key: str) -> str:
+        return "-" if row.get(key) is None else f"{100 * row[key]:.1f}"
+
+    body = [[f"`{r['rule']}`", "-" if r["alpha"] is None else f"{r['alpha']:g}", pct(r, f"{HOLDOUT}/top1"),
+             pct(r, f"{reference}/top1"), pct(r, f"{AVG_SHIFTS}/top1"), pct(r, regret),
+             r.get("skipped", "")] for r in chosen]
+    return ("\n## Choosing alpha without the shifts\n\n" + markdown_table(
+        ["rule", "alpha", "held-out", f"{reference} (ref)", "avg shifts", "regret (points)", "note"], body)
+        + "\nThe oracle reads the shifts' test labels (the paper's optimal alpha); every other rule reads only the "
+          "held-out split. Regret: the oracle's average shift accuracy minus the rule's.\n")
 
 
 def _row_label(row: Row) -> str:
@@ -102,7 +122,7 @@ def _row_label(row: Row) -> str:
 
 def other_models_markdown(rows: Sequence[Row], cols: Sequence[str]) -> str:
     """The rows that are neither an endpoint nor the WiSE-FT sweep (Model Stock, soups, ingredients, ...)."""
-    others = [r for r in rows if r["model"] not in ("zeroshot", "finetuned", "wiseft")]
+    others = [r for r in rows if r["model"] not in ("zeroshot", "finetuned", "wiseft", SELECTION_MODEL)]
     if not others:
         return ""
     return "\n## Other models\n\n" + markdown_table(
@@ -115,7 +135,10 @@ def summary_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for row in rows:
         if row["model"] != "wiseft":
-            out.update({f"{row['model']}/{k}": v for k, v in row.items() if k.endswith("/top1")})
+            name = row["model"] if row.get("rule") is None else f"{row['model']}:{row['rule']}"
+            out.update({f"{name}/{k}": v for k, v in row.items() if k.endswith("/top1")})
+            if row.get("rule") is not None:
+                out[f"{name}/alpha"] = row["alpha"]
     sweep = [r for r in rows if r["model"] == "wiseft" and f"{AVG_SHIFTS}/top1" in r]
     if sweep:
         best = max(sweep, key=lambda r: r[f"{AVG_SHIFTS}/top1"])
