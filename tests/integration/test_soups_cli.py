@@ -13,6 +13,7 @@ from safetensors import safe_open
 from tests.conftest import run_cli
 from tests.wandb_records import history_rows, records, run_info
 from wiseft_lab.models.checkpoint import load_state_dict
+from wiseft_lab.weight_space.landscape import Plane
 from wiseft_lab.weight_space.model_stock import model_stock
 from wiseft_lab.weight_space.soups import greedy_order
 
@@ -164,3 +165,23 @@ def test_model_stock_of_the_sweep(sweep, tmp_path):
     for key, tensor in expected.state.items():
         torch.testing.assert_close(merged[key], tensor, rtol=0, atol=0)
     assert "## Other models" in (run_dir / "summary.md").read_text()
+
+
+def test_error_landscape_through_two_jobs_of_the_sweep(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    run_cli("smoke=tiny", "task_name=landscape", "stages=[merge,evaluate]", "logger=none", "merge=landscape",
+            f"merge.pool=[{sweep_dir / '1'},{sweep_dir / '2'}]", "merge.resolution=3", "merge.train_examples=8",
+            cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    out = next(tmp_path.glob("outputs/landscape/runs/*")) / "landscape"
+    plane = json.loads((out / "plane.json").read_text())
+    expected = Plane.through(sweep_dir / "1/checkpoints/zeroshot", sweep_dir / "1/checkpoints/finetuned",
+                             sweep_dir / "2/checkpoints/finetuned")
+    assert plane["coordinates"] == pytest.approx([list(c) for c in expected.coordinates])
+    xs, ys = expected.grid(3, 0.2)
+    grid = [line.split(",") for line in (out / "grid.csv").read_text().splitlines()]
+    header, body = grid[0], [dict(zip(grid[0], row, strict=True)) for row in grid[1:]]
+    assert header[:6] == ["i", "j", "x", "y", "train/loss", "train/error"] and "avg_shifts/error" in header
+    assert [(float(r["x"]), float(r["y"])) for r in body] == pytest.approx([(x, y) for y in ys for x in xs])
+    assert all(0 <= float(r["photo/error"]) <= 1 and float(r["train/loss"]) > 0 for r in body)
+    for name in ("train_loss", "photo_error", "avg_shifts_error"):
+        assert (out / f"{name}.png").stat().st_size > 5_000 and (out / f"{name}.pdf").is_file()

@@ -12,37 +12,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from wiseft_lab.io import write_json
-from wiseft_lab.merging.pool import Ingredient, resolve_pool
+from wiseft_lab.merging.pool import ingredient_entries, resolve_pool, resolve_pretrained
 from wiseft_lab.merging.registry import MergeContext, MergeResult, MergeStrategy, ModelEntry, register_merge
-from wiseft_lab.models.checkpoint import is_checkpoint, load_state_dict, read_meta, save_checkpoint
+from wiseft_lab.models.checkpoint import load_state_dict, read_meta, save_checkpoint
 from wiseft_lab.weight_space.model_stock import MODEL_STOCK_EPS, model_stock
 
 log = logging.getLogger(__name__)
 
 OUT_DIR = "model_stock"
-
-
-def resolve_pretrained(pretrained: str | None, ctx: MergeContext, pool: list[Ingredient]) -> Path:
-    """``merge.pretrained``, else the run's zero-shot endpoint, else ``<first ingredient>/../zeroshot``."""
-    candidates = [Path(pretrained)] if pretrained else [
-        *([ctx.zeroshot] if ctx.zeroshot is not None else []), pool[0].checkpoint.parent / "zeroshot"]
-    for path in candidates:
-        if is_checkpoint(path):
-            return path
-    raise FileNotFoundError(f"No pre-trained checkpoint for Model Stock (looked at {[str(p) for p in candidates]}): "
-                            "set merge.pretrained=<checkpoint dir> or checkpoints.zeroshot=<dir>.")
-
-
-def ingredient_entries(pool: list[Ingredient]) -> list[ModelEntry]:
-    return [ModelEntry("ingredient", None, lambda c=i.checkpoint: load_state_dict(c),
-                       extra={"ingredient": i.name, "n_ingredients": 1},
-                       tag=f"ingredient_{i.name.replace('/', '_')}") for i in pool]
 
 
 @register_merge("model_stock")
@@ -64,7 +46,7 @@ class ModelStock(MergeStrategy):
         if len(pool) < 2:
             raise ValueError(f"Model Stock needs at least two fine-tuned models; merge.pool={self.pool!r} gave "
                              f"{len(pool)}.")
-        pretrained = resolve_pretrained(self.pretrained, ctx, pool)
+        pretrained = resolve_pretrained(self.pretrained, ctx.zeroshot, pool)
         names = [i.name for i in pool]
         result = model_stock(pretrained, [i.checkpoint for i in pool], exclude=list(self.exclude),
                              eps=float(self.eps), names=names)

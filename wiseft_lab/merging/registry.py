@@ -64,6 +64,8 @@ class MergeContext:
     models: ModelLoader
     holdout: EvalSuite | None  # the held-out split as a one-set suite, or None without one
     eval_batch_size: int = 256
+    suite: Callable[[], EvalSuite] | None = None  # the run's eval suite (built on first call)
+    train_subset: Callable[[int, int], EvalSuite] | None = None  # (n examples, seed) of the fine-tuning split
     log_metrics: Callable[[dict, int | None], None] = lambda metrics, step=None: None
 
     def holdout_set(self) -> PreparedSet | None:

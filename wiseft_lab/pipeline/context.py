@@ -8,12 +8,14 @@ through its own transform), the evaluation suites on first use.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -26,7 +28,7 @@ from wiseft_lab.config import instantiate_checked
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.class_subsets import subsample_classes
 from wiseft_lab.data.datasets import with_transform
-from wiseft_lab.data.splits import train_and_holdout
+from wiseft_lab.data.splits import LabeledSubset, hash_order, train_and_holdout
 from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite
 from wiseft_lab.merging.registry import MergeStrategy
 from wiseft_lab.models.loader import ModelLoader
@@ -35,6 +37,7 @@ from wiseft_lab.training.job import FinetuneMethod
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+TRAIN_SUBSET = "train"
 
 
 def digest(*parts: Any) -> str:
@@ -131,6 +134,17 @@ class RunContext:
                 cache_keys={HOLDOUT: key}, max_cache_bytes=float(self.cfg.eval.cache_max_gb) * 1e9,
                 batch_size=self.cfg.eval.batch_size, num_workers=self.cfg.eval.num_workers)
         return self._holdout
+
+    def train_subset_suite(self, n_examples: int, seed: int = 0) -> EvalSuite:
+        """A fixed subset of the fine-tuning split (``n_examples``, chosen by ``seed`` alone) as a one-set suite
+        ``train``, seen through the eval transform: what the error landscape's training loss is measured on."""
+        train = self.task().train
+        order = hash_order(np.arange(len(train.dataset)), seed, "train_subset")[:n_examples]
+        subset = dataclasses.replace(train, dataset=LabeledSubset(train.dataset, np.sort(order)))
+        transform = self.models.bundle().preprocess_val
+        return EvalSuite.build(TRAIN_SUBSET, {TRAIN_SUBSET: lambda transform: with_transform(subset, transform)},
+                               transform, max_cache_bytes=float(self.cfg.eval.cache_max_gb) * 1e9,
+                               batch_size=self.cfg.eval.batch_size, num_workers=self.cfg.eval.num_workers)
 
     def suite(self) -> EvalSuite:
         """The evaluation suite of ``eval``: every set decoded once per process when it fits the budget."""

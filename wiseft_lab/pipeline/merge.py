@@ -23,7 +23,8 @@ class Candidates:
 def merge_context(ctx: RunContext, endpoints: Endpoints) -> MergeContext:
     return MergeContext(run_cfg=ctx.cfg, run_dir=ctx.run_dir, device=ctx.device, precision=ctx.precision,
                         zeroshot=endpoints.zeroshot, finetuned=endpoints.finetuned, models=ctx.models,
-                        holdout=ctx.holdout_suite(), eval_batch_size=ctx.cfg.eval.batch_size,
+                        holdout=ctx.holdout_suite(), eval_batch_size=ctx.cfg.eval.batch_size, suite=ctx.suite,
+                        train_subset=ctx.train_subset_suite,
                         log_metrics=ctx.logger.log)
 
 

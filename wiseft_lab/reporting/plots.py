@@ -16,13 +16,16 @@ from wiseft_lab.io import atomic_write_bytes  # noqa: E402
 from wiseft_lab.reporting.tables import Row  # noqa: E402
 
 
-def save_figure(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path, also: Sequence[str] = ()) -> Path:
+    """``path`` as a PNG, plus the same figure in each format of ``also`` (e.g. ``["pdf"]``) beside it."""
     import io
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=150, bbox_inches="tight")
+    for fmt, target in (("png", Path(path)), *((f, Path(path).with_suffix(f".{f}")) for f in also)):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight")
+        atomic_write_bytes(target, buffer.getvalue())
     plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
 
 
 def wiseft_curve(rows: Sequence[Row], reference: str, path: str | Path, title: str = "WiSE-FT") -> Path:
