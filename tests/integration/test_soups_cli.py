@@ -13,7 +13,7 @@ from safetensors import safe_open
 from tests.conftest import run_cli
 from tests.wandb_records import history_rows, records, run_info
 from wiseft_lab.models.checkpoint import load_state_dict
-from wiseft_lab.weight_space.landscape import Plane
+from wiseft_lab.weight_space.landscape import Plane, pairwise_angles
 from wiseft_lab.weight_space.model_stock import model_stock
 from wiseft_lab.weight_space.soups import greedy_order
 
@@ -49,7 +49,7 @@ def soup_run(sweep, tmp_path_factory) -> tuple[Path, str]:
     sweep_dir, _ = sweep
     base = tmp_path_factory.mktemp("soup_run")
     proc = run_cli("experiment=soups", "smoke=tiny", "stages=[merge,evaluate]", f"merge.pool={sweep_dir}", RECIPES,
-                   "merge.wiseft_alphas=[0,0.5,1]", cwd=base, env={"OMP_NUM_THREADS": "1"})
+                   "merge.wiseft_alphas=[0,0.5,1]", "merge.angles=true", cwd=base, env={"OMP_NUM_THREADS": "1"})
     runs = list(base.glob("outputs/soups/runs/*"))
     assert len(runs) == 1
     return runs[0], proc.stdout + proc.stderr
@@ -185,3 +185,21 @@ def test_error_landscape_through_two_jobs_of_the_sweep(sweep, tmp_path):
     assert all(0 <= float(r["photo/error"]) <= 1 and float(r["train/loss"]) > 0 for r in body)
     for name in ("train_loss", "photo_error", "avg_shifts_error"):
         assert (out / f"{name}.png").stat().st_size > 5_000 and (out / f"{name}.pdf").is_file()
+
+
+def test_angles_between_the_ingredients_and_their_pair_averages(sweep, soup_run):
+    sweep_dir, _ = sweep
+    run_dir, _ = soup_run
+    rows = _rows(run_dir)
+    pairs = [r for r in rows if r["model"] == "pair_average"]
+    assert [r["pair"] for r in pairs] == [["0", "1"], ["0", "2"], ["1", "2"]]
+    degrees = pairwise_angles(sweep_dir / "0/checkpoints/zeroshot",
+                              [sweep_dir / f"{j}/checkpoints/finetuned" for j in range(3)])
+    assert [r["angle"] for r in pairs] == pytest.approx([degrees[0][1], degrees[0][2], degrees[1][2]])
+    ingredients = {r["ingredient"]: r for r in rows if r["model"] == "ingredient"}
+    gains = (run_dir / "soups_angles.csv").read_text().splitlines()
+    first = dict(zip(gains[0].split(","), gains[1].split(","), strict=True))
+    expected = pairs[0]["photo/top1"] - (ingredients["0"]["photo/top1"] + ingredients["1"]["photo/top1"]) / 2
+    assert float(first["gain/photo/top1"]) == pytest.approx(expected)
+    assert "## Angles between fine-tuning deltas" in (run_dir / "soups.md").read_text()
+    assert (run_dir / "soups_angles.png").stat().st_size > 5_000
