@@ -12,10 +12,9 @@ import dataclasses
 
 from torch import nn
 
-from wiseft_lab.data.base import project_logits
 from wiseft_lab.evaluation.calibration import Calibration, fit_temperature
 from wiseft_lab.evaluation.metrics import top1
-from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite, set_logits
+from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite, projected_logits, set_logits
 
 TEMPERATURE = "temperature"  # the result row's column: the temperature fitted on the held-out split
 
@@ -30,7 +29,7 @@ def score_holdout(model: nn.Module, holdout: EvalSuite, calibration: Calibration
         raw, labels = set_logits(model, prepared, batch_size=batch_size, precision=precision, progress=False)
     finally:
         model.train(was_training)
-    logits = project_logits(raw, prepared.data)
+    _, logits = projected_logits(raw, prepared.data)
     fitted = dataclasses.replace(calibration, temperature=fit_temperature(logits, labels))
     metrics = {f"{HOLDOUT}/top1": top1(logits, labels), f"n/{HOLDOUT}": len(labels),
                **fitted.columns(HOLDOUT, logits, labels), TEMPERATURE: fitted.temperature}

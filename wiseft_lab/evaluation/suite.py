@@ -78,8 +78,12 @@ class EvalSuite:
 @torch.no_grad()
 def set_logits(model: nn.Module, prepared: PreparedSet, *, batch_size: int = 256, precision: str = "fp32",
                progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The raw (unprojected, float32, CPU) logits of ``model`` on one set, and its labels; ``model`` in eval mode."""
+    """The raw (unprojected, float32, CPU) logits of ``model`` on one set, and its labels; ``model`` in eval mode.
+
+    An output ensemble (a model with ``member_logits``) gives every member's: ``(members, N, classes)``.
+    """
     device = next(model.parameters()).device
+    forward = getattr(model, "member_logits", model)
     raw, labels = [], []
     batches = prepared.batches(batch_size, device)
     if progress:
@@ -87,10 +91,19 @@ def set_logits(model: nn.Module, prepared: PreparedSet, *, batch_size: int = 256
                        total=-(-len(prepared) // batch_size))
     for images, y in batches:
         with autocast(device, precision):
-            logits = model(images)
+            logits = forward(images)
         raw.append(logits.float().cpu())
         labels.append(torch.as_tensor(y))
-    return torch.cat(raw), torch.cat(labels)
+    return torch.cat(raw, dim=-2), torch.cat(labels)
+
+
+def projected_logits(raw: torch.Tensor, data: TaskData) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(raw, projected)`` logits of a set; an ensemble's members ``(M, N, K)`` are projected one by one and then
+    averaged (the reference's order: for ObjectNet the max over each group's classes comes before the mean), its raw
+    logits averaged."""
+    if raw.ndim == 3:
+        return raw.mean(dim=0), torch.stack([project_logits(member, data) for member in raw]).mean(dim=0)
+    return raw, project_logits(raw, data)
 
 
 @torch.no_grad()
@@ -116,7 +129,7 @@ def evaluate(
     for name, prepared in suite.sets.items():
         raw_logits, all_labels = set_logits(model, prepared, batch_size=batch_size, precision=precision,
                                             progress=progress)
-        logits = project_logits(raw_logits, prepared.data)
+        raw_logits, logits = projected_logits(raw_logits, prepared.data)
         metrics[f"{name}/top1"] = top1(logits, all_labels)
         metrics[f"n/{name}"] = len(all_labels)
         if calibration is not None:

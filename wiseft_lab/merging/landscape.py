@@ -18,9 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from wiseft_lab.data.base import project_logits
 from wiseft_lab.evaluation.metrics import average_over, top1
-from wiseft_lab.evaluation.suite import AVG_SHIFTS, EvalSuite, evaluate, set_logits
+from wiseft_lab.evaluation.suite import AVG_SHIFTS, EvalSuite, evaluate, projected_logits, set_logits
 from wiseft_lab.io import write_csv, write_json
 from wiseft_lab.merging.pool import ingredient_entries, resolve_pool, resolve_pretrained
 from wiseft_lab.merging.registry import MergeContext, MergeResult, MergeStrategy, ModelEntry, register_merge
@@ -47,7 +46,7 @@ def train_columns(model: torch.nn.Module, train: EvalSuite, batch_size: int, pre
     prepared = train.sets[TRAIN]
     model.eval()
     raw, labels = set_logits(model, prepared, batch_size=batch_size, precision=precision, progress=False)
-    logits = project_logits(raw, prepared.data)
+    _, logits = projected_logits(raw, prepared.data)
     return {f"{TRAIN}/loss": float(F.cross_entropy(logits.double(), labels)),
             f"{TRAIN}/error": 1.0 - top1(logits, labels)}
 
