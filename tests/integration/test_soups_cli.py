@@ -176,7 +176,7 @@ def test_error_landscape_through_two_jobs_of_the_sweep(sweep, tmp_path):
     plane = json.loads((out / "plane.json").read_text())
     expected = Plane.through(sweep_dir / "1/checkpoints/zeroshot", sweep_dir / "1/checkpoints/finetuned",
                              sweep_dir / "2/checkpoints/finetuned")
-    assert plane["coordinates"] == pytest.approx([list(c) for c in expected.coordinates])
+    assert [v for c in plane["coordinates"] for v in c] == pytest.approx([v for c in expected.coordinates for v in c])
     xs, ys = expected.grid(3, 0.2)
     grid = [line.split(",") for line in (out / "grid.csv").read_text().splitlines()]
     header, body = grid[0], [dict(zip(grid[0], row, strict=True)) for row in grid[1:]]
