@@ -63,3 +63,25 @@ def test_every_row_has_calibration_columns_with_a_held_out_temperature(fisher_ru
     assert zeroshot["photo/ece"] == pytest.approx(expected_calibration_error(logits, labels, n_bins=5))
     assert zeroshot["photo/nll_ts"] == pytest.approx(negative_log_likelihood(logits / zeroshot["temperature"], labels))
     assert (fisher_run / "ece_alpha.png").stat().st_size > 10_000
+
+
+def test_a_cross_dataset_soup_of_ingredients_with_other_classes(tmp_path):
+    for subset in ("base", "novel"):  # two ingredients, each with a head over 5 of the 10 classes
+        run_cli("smoke=tiny", "logger=none", "stages=[finetune]", f"+data.classes={subset}", f"task_name={subset}",
+                cwd=tmp_path)
+    pool = [next(tmp_path.glob(f"outputs/{s}/runs/*")) / "checkpoints/finetuned" for s in ("base", "novel")]
+    run_cli("experiment=soups_cross_dataset", "smoke=tiny", "logger=none", f"merge.pool=[{pool[0]},{pool[1]}]",
+            cwd=tmp_path / "soup")
+    run_dir = only_run_dir(tmp_path / "soup")
+    rows = {(r["model"], r.get("ingredient")): r
+            for r in map(json.loads, (run_dir / "results.jsonl").read_text().splitlines())}
+    assert set(rows) == {("zeroshot", None), ("cross_dataset_soup", None), ("ingredient", pool[0].parent.parent.name),
+                         ("ingredient", pool[1].parent.parent.name)} and all("photo/top1" in r for r in rows.values())
+    ckpt = run_dir / "checkpoints"
+    zeroshot, soup = load_state_dict(ckpt / "zeroshot_target"), load_state_dict(ckpt / "cross_dataset_soup")
+    ingredients = [load_state_dict(p) for p in pool]
+    assert zeroshot["head.weight"].shape[0] == 10 and ingredients[0]["head.weight"].shape[0] == 5
+    assert torch.equal(soup["head.weight"], zeroshot["head.weight"])  # the target's head, never averaged
+    key = "clip.visual.conv1.weight"
+    torch.testing.assert_close(soup[key], (zeroshot[key] + ingredients[0][key] + ingredients[1][key]) / 3)
+    assert json.loads((run_dir / "cross_dataset_soup" / "soup.json").read_text())["include_zeroshot"] is True

@@ -2,7 +2,7 @@
 strategy). ``none`` and ``wiseft`` (:mod:`.wiseft`), ``soups`` (:mod:`.soups`, over pools of
 :mod:`.pool`), ``model_stock`` (:mod:`.model_stock`)."""
 
-from wiseft_lab.merging import landscape, model_stock, soups, wiseft  # noqa: F401
+from wiseft_lab.merging import cross_soups, landscape, model_stock, soups, wiseft  # noqa: F401
 from wiseft_lab.merging.registry import get_merge, is_merge, list_merges, register_merge
 
 __all__ = ["get_merge", "is_merge", "list_merges", "register_merge"]
