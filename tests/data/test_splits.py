@@ -12,6 +12,7 @@ from wiseft_lab.data.splits import (
     carve,
     few_shot,
     hash_order,
+    holdout_from_file,
     holdout_split,
     labels_of,
     train_and_holdout,
@@ -83,3 +84,23 @@ def test_the_held_out_split_stays_put_while_the_training_seed_moves(tmp_path):
     for seed, (train, _) in runs.items():
         assert not set(trains[seed]) & set(held[0])
         assert np.bincount(labels_of(train.dataset)).tolist() == [3, 3, 3]
+
+
+def test_a_held_out_split_named_by_a_file(tmp_path):
+    samples = [(f"/data/train/c{y}/img_{i}.jpg", y) for i, y in enumerate([0, 0, 0, 1, 1, 1])]
+    data = TaskData(ImageList(samples), ["a", "b"])
+    mask = tmp_path / "mask.npy"
+    np.save(mask, np.array([1, 0, 0, 0, 1, 0]))  # model soups' format: 1 = held out
+    names = tmp_path / "names.txt"
+    names.write_text("img_0.jpg\nc1/img_4.jpg\n")
+    indices = tmp_path / "indices.npy"
+    np.save(indices, np.array([4, 0]))
+    for path in (mask, names, indices):
+        assert holdout_from_file(path, data.dataset).tolist() == [0, 4]
+        train, held = train_and_holdout(data, 0.0, None, seed=3, holdout_file=path)
+        assert held.dataset.indices.tolist() == [0, 4] and train.dataset.indices.tolist() == [1, 2, 3, 5]
+    (tmp_path / "bad.txt").write_text("img_9.jpg\n")
+    with pytest.raises(ValueError, match="match no training image"):
+        holdout_from_file(tmp_path / "bad.txt", data.dataset)
+    with pytest.raises(ValueError, match="give one"):
+        train_and_holdout(data, 0.02, None, seed=0, holdout_file=mask)

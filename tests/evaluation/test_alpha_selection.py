@@ -7,13 +7,17 @@ import math
 import pytest
 
 from wiseft_lab.evaluation.alpha_selection import (
+    SELECTION_MODEL,
     best_holdout,
     compare_rules,
+    default_rules,
     fixed_alpha,
     largest_within_tolerance,
     min_holdout_loss,
     one_standard_error,
     oracle,
+    rules_by_name,
+    selection_rows,
     smallest_within_tolerance,
     sweep_rows,
 )
@@ -67,7 +71,7 @@ def test_compare_rules_reports_the_cost_against_the_oracle():
     # best held-out (0.75): shifts 0.58 vs the oracle's 0.64 -> costs 6 points; alpha 0.5: 1 point.
     assert records["best_holdout"]["regret/avg_shifts/top1"] == pytest.approx(0.06)
     assert records["best_holdout"]["photo/top1"] == 0.83 and records["best_holdout"]["oracle_alpha"] == 0.25
-    assert records["alpha=0.5"]["regret/avg_shifts/top1"] == pytest.approx(0.01)
+    assert records["alpha_0.5"]["regret/avg_shifts/top1"] == pytest.approx(0.01)
     assert records["min_holdout_nll"]["alpha"] == 0.5
     assert records["largest_within_0.005"]["alpha"] == 0.75  # >= 0.815: 0.5 and 0.75
     assert records["smallest_within_0.005"]["alpha"] == 0.5
@@ -80,7 +84,7 @@ def test_rules_without_their_columns_are_skipped():
     records = {r["rule"]: r for r in compare_rules(rows)}
     assert records["min_holdout_nll"]["alpha"] is None and "holdout/nll" in records["min_holdout_nll"]["skipped"]
     assert records["one_standard_error"]["alpha"] is None and "n/holdout" in records["one_standard_error"]["skipped"]
-    assert records["alpha=0.5"]["alpha"] is None and "0.5" in records["alpha=0.5"]["skipped"]
+    assert records["alpha_0.5"]["alpha"] is None and "0.5" in records["alpha_0.5"]["skipped"]
     assert records["best_holdout"]["alpha"] == 0.75
 
 
@@ -91,3 +95,18 @@ def test_sweep_checks():
         sweep_rows([*SWEEP, SWEEP[0]])
     with pytest.raises(ValueError, match="non-negative"):
         largest_within_tolerance(SWEEP, -0.1)
+
+
+def test_rules_by_name_and_their_result_rows():
+    rules = rules_by_name(["best_holdout", "alpha_0.25", "smallest_within_0.025", "one_standard_error"])
+    assert [_alpha(rule(SWEEP)) for rule in rules.values()] == [0.75, 0.25, 0.5, 0.5]
+    assert list(rules_by_name("all")) == list(default_rules())
+    with pytest.raises(ValueError, match="Unknown alpha-selection rule"):
+        rules_by_name("best_test")
+    chosen = selection_rows([*OTHER, *SWEEP], rules_by_name(["best_holdout", "min_holdout_nll"]), reference="photo")
+    assert [(r["model"], r["rule"], r["alpha"]) for r in chosen] == [
+        (SELECTION_MODEL, "oracle", 0.25), (SELECTION_MODEL, "best_holdout", 0.75),
+        (SELECTION_MODEL, "min_holdout_nll", 0.5)]
+    # the chosen sweep row's columns, and the cost on the shifts against the oracle
+    assert chosen[1]["photo/top1"] == 0.83 and chosen[1]["holdout/nll"] == 0.72 and chosen[1]["n/holdout"] == 400
+    assert chosen[1]["regret/avg_shifts/top1"] == pytest.approx(0.06) and chosen[1]["oracle_alpha"] == 0.25

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from wiseft_lab.evaluation.calibration import (
+    Calibration,
     apply_temperature,
     bin_indices,
     brier_score,
@@ -110,3 +111,12 @@ def test_input_checks():
         expected_calibration_error(LOGITS, LABELS[:3])
     with pytest.raises(ValueError, match="positive"):
         apply_temperature(LOGITS, 0.0)
+
+
+def test_calibration_columns_by_hand():
+    # one example, two classes, logits (0, 0): p = (1/2, 1/2), argmax 0 = the label: accuracy 1, confidence 1/2
+    logits, labels = torch.zeros(1, 2), torch.tensor([0])
+    columns = Calibration(n_bins=3, temperature=2.0).columns("photo", logits, labels)
+    assert columns == pytest.approx({"photo/ece": 0.5, "photo/nll": math.log(2), "photo/brier": 0.5,
+                                     "photo/ece_ts": 0.5, "photo/nll_ts": math.log(2), "photo/brier_ts": 0.5})
+    assert set(Calibration().columns("x", logits, labels)) == {"x/ece", "x/nll", "x/brier"}  # no temperature

@@ -18,6 +18,7 @@ from wiseft_lab.data.splits import LabeledSubset
 from wiseft_lab.evaluation.metrics import top1
 from wiseft_lab.evaluation.suite import average_shifts, group_scores
 from wiseft_lab.models.classifier import ImageClassifier
+from wiseft_lab.models.ensemble import OutputEnsemble
 from wiseft_lab.models.zeroshot import build_zeroshot_head
 
 
@@ -125,3 +126,23 @@ def test_where_a_decoded_set_lives(mode, device, needed, free, expected):
 def test_an_unknown_cache_device_is_refused():
     with pytest.raises(ValueError, match="eval.cache_device='gpu'"):
         cache_device("gpu", torch.device("cpu"), 1, None)
+
+
+def test_an_output_ensemble_is_projected_member_by_member_before_the_mean():
+    # Head classes (0, 1, 2), ObjectNet-like groups {0, 1} and {2}. Members: (5, 0, 3) and (0, 5, 3).
+    # Projected first: (5, 3) and (5, 3), mean (5, 3): class 0 (right). Averaged first: (2.5, 2.5, 3) -> (2.5, 3): 1.
+    members = [{"weight": torch.tensor([5.0, 0.0, 3.0])}, {"weight": torch.tensor([0.0, 5.0, 3.0])}]
+
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(3))
+
+        def forward(self, images):
+            return self.weight.expand(len(images), 3)
+
+    ensemble = OutputEnsemble(Constant(), members)
+    data = TaskData([(torch.zeros(1), 0)], ["group a", "group b"], projection=MaxOverGroups([[0, 1], [2]]))
+    metrics = evaluate(ensemble, EvalSuite.from_datasets("objectnet", {"objectnet": data}), progress=False)
+    assert metrics["objectnet/top1"] == 1.0
+    assert ensemble(torch.zeros(1, 1)).tolist() == [[2.5, 2.5, 3.0]]  # forward stays the mean of the logits

@@ -7,10 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
 
 from tests.conftest import run_cli
 from tests.wandb_records import history_rows, records, run_info
+from wiseft_lab.models.checkpoint import load_state_dict
+from wiseft_lab.weight_space.landscape import Plane, pairwise_angles
+from wiseft_lab.weight_space.model_stock import model_stock
 from wiseft_lab.weight_space.soups import greedy_order
 
 pytestmark = pytest.mark.slow
@@ -45,7 +49,7 @@ def soup_run(sweep, tmp_path_factory) -> tuple[Path, str]:
     sweep_dir, _ = sweep
     base = tmp_path_factory.mktemp("soup_run")
     proc = run_cli("experiment=soups", "smoke=tiny", "stages=[merge,evaluate]", f"merge.pool={sweep_dir}", RECIPES,
-                   "merge.wiseft_alphas=[0,0.5,1]", cwd=base, env={"OMP_NUM_THREADS": "1"})
+                   "merge.wiseft_alphas=[0,0.5,1]", "merge.angles=true", cwd=base, env={"OMP_NUM_THREADS": "1"})
     runs = list(base.glob("outputs/soups/runs/*"))
     assert len(runs) == 1
     return runs[0], proc.stdout + proc.stderr
@@ -143,3 +147,60 @@ def _summary(path: Path) -> dict:
             for item in record.summary.update:
                 out[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return out
+
+
+def test_model_stock_of_the_sweep(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    run_cli("smoke=tiny", "task_name=model_stock", "stages=[merge,evaluate]", "logger=none", "merge=model_stock",
+            f"merge.pool={sweep_dir}", cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    run_dir = next(tmp_path.glob("outputs/model_stock/runs/*"))
+    models = [r["model"] for r in _rows(run_dir)]
+    assert models == ["zeroshot", "model_stock", "ingredient", "ingredient", "ingredient"]
+    record = json.loads((run_dir / "model_stock" / "model_stock.json").read_text())
+    assert record["k"] == 3 and record["ingredients"] == ["0", "1", "2"]
+    assert record["pretrained"] == str(sweep_dir / "0" / "checkpoints" / "zeroshot")
+    expected = model_stock(sweep_dir / "0/checkpoints/zeroshot", [sweep_dir / f"{j}/checkpoints/finetuned"
+                                                                   for j in range(3)])
+    merged = load_state_dict(run_dir / "checkpoints" / "model_stock")
+    for key, tensor in expected.state.items():
+        torch.testing.assert_close(merged[key], tensor, rtol=0, atol=0)
+    assert "## Other models" in (run_dir / "summary.md").read_text()
+
+
+def test_error_landscape_through_two_jobs_of_the_sweep(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    run_cli("smoke=tiny", "task_name=landscape", "stages=[merge,evaluate]", "logger=none", "merge=landscape",
+            f"merge.pool=[{sweep_dir / '1'},{sweep_dir / '2'}]", "merge.resolution=3", "merge.train_examples=8",
+            cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    out = next(tmp_path.glob("outputs/landscape/runs/*")) / "landscape"
+    plane = json.loads((out / "plane.json").read_text())
+    expected = Plane.through(sweep_dir / "1/checkpoints/zeroshot", sweep_dir / "1/checkpoints/finetuned",
+                             sweep_dir / "2/checkpoints/finetuned")
+    assert [v for c in plane["coordinates"] for v in c] == pytest.approx([v for c in expected.coordinates for v in c])
+    xs, ys = expected.grid(3, 0.2)
+    grid = [line.split(",") for line in (out / "grid.csv").read_text().splitlines()]
+    header, body = grid[0], [dict(zip(grid[0], row, strict=True)) for row in grid[1:]]
+    assert header[:6] == ["i", "j", "x", "y", "train/loss", "train/error"] and "avg_shifts/error" in header
+    points = [v for r in body for v in (float(r["x"]), float(r["y"]))]
+    assert points == pytest.approx([v for y in ys for x in xs for v in (x, y)])  # row by row, x fastest
+    assert all(0 <= float(r["photo/error"]) <= 1 and float(r["train/loss"]) > 0 for r in body)
+    for name in ("train_loss", "photo_error", "avg_shifts_error"):
+        assert (out / f"{name}.png").stat().st_size > 5_000 and (out / f"{name}.pdf").is_file()
+
+
+def test_angles_between_the_ingredients_and_their_pair_averages(sweep, soup_run):
+    sweep_dir, _ = sweep
+    run_dir, _ = soup_run
+    rows = _rows(run_dir)
+    pairs = [r for r in rows if r["model"] == "pair_average"]
+    assert [r["pair"] for r in pairs] == [["0", "1"], ["0", "2"], ["1", "2"]]
+    degrees = pairwise_angles(sweep_dir / "0/checkpoints/zeroshot",
+                              [sweep_dir / f"{j}/checkpoints/finetuned" for j in range(3)])
+    assert [r["angle"] for r in pairs] == pytest.approx([degrees[0][1], degrees[0][2], degrees[1][2]])
+    ingredients = {r["ingredient"]: r for r in rows if r["model"] == "ingredient"}
+    gains = (run_dir / "soups_angles.csv").read_text().splitlines()
+    first = dict(zip(gains[0].split(","), gains[1].split(","), strict=True))
+    expected = pairs[0]["photo/top1"] - (ingredients["0"]["photo/top1"] + ingredients["1"]["photo/top1"]) / 2
+    assert float(first["gain/photo/top1"]) == pytest.approx(expected)
+    assert "## Angles between fine-tuning deltas" in (run_dir / "soups.md").read_text()
+    assert (run_dir / "soups_angles.png").stat().st_size > 5_000

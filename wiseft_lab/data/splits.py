@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -83,11 +84,52 @@ class LabeledSubset(Dataset):
         return self.dataset[int(self.indices[index])]
 
 
-def carve(data: TaskData, *, holdout_fraction: float = 0.0, shots: int | None = None,
-          seed: int = 0) -> tuple[TaskData, TaskData | None]:
-    """Training and held-out :class:`TaskData`: the held-out split first, then k shots from the rest."""
+def holdout_from_file(path: str | Path, dataset: Dataset) -> np.ndarray:
+    """The held-out indices a file names (a fixed split, as model soups' ``imagenet_98_idxs.npy``).
+
+    ``.npy``: a 0/1 mask over the training set in its order (model-soups ``datasets/imagenet.py``: 1 = held out, 26
+    images per ImageNet class, over ``ImageFolder``'s sorted order) or an array of indices. Any other file: image
+    names, one a line, each matching one sample path of the dataset by its end (``n01440764_10026.JPEG`` or
+    ``n01440764/n01440764_10026.JPEG``).
+    """
+    path = Path(path)
+    n = len(dataset)
+    if path.suffix == ".npy":
+        values = np.load(path, allow_pickle=False)
+        if values.dtype == bool or (len(values) == n and set(np.unique(values).tolist()) <= {0, 1}):
+            if len(values) != n:
+                raise ValueError(f"{path}: a mask of {len(values)} entries for a training set of {n}")
+            return np.flatnonzero(values.astype(bool))
+        indices = np.unique(values.astype(np.int64))
+        if len(indices) and (indices[0] < 0 or indices[-1] >= n):
+            raise ValueError(f"{path}: indices outside 0..{n - 1}")
+        return indices
+    samples = getattr(dataset, "samples", None)
+    if samples is None:
+        raise ValueError(f"data.holdout_file={path} names images, but this dataset has no sample paths; give a .npy "
+                         "mask or index array instead")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    by_suffix: dict[str, int] = {}
+    for index, (sample, _) in enumerate(samples):
+        parts = Path(sample).parts
+        for depth in (1, 2):
+            by_suffix.setdefault("/".join(parts[-depth:]), index)
+    missing = [name for name in names if name not in by_suffix]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} of {len(names)} names match no training image (e.g. {missing[0]})")
+    return np.unique([by_suffix[name] for name in names])
+
+
+def carve(data: TaskData, *, holdout_fraction: float = 0.0, shots: int | None = None, seed: int = 0,
+          holdout_indices: np.ndarray | None = None) -> tuple[TaskData, TaskData | None]:
+    """Training and held-out :class:`TaskData`: the held-out split first (``holdout_indices`` when given, else
+    ``holdout_fraction`` per class), then k shots from the rest."""
     labels = labels_of(data.dataset)
-    train_idx, held_idx = holdout_split(labels, holdout_fraction, seed)
+    if holdout_indices is not None:
+        held_idx = np.asarray(holdout_indices, dtype=np.int64)
+        train_idx = np.setdiff1d(np.arange(len(labels)), held_idx)
+    else:
+        train_idx, held_idx = holdout_split(labels, holdout_fraction, seed)
     if shots:
         train_idx = few_shot(labels, shots, seed, pool=train_idx)
 
@@ -95,23 +137,30 @@ def carve(data: TaskData, *, holdout_fraction: float = 0.0, shots: int | None = 
         return TaskData(LabeledSubset(data.dataset, indices), data.classnames, data.templates, data.projection,
                         None, f"{data.description} [{tag}: {len(indices)}]", data.extras)
 
-    if holdout_fraction or shots:
+    if holdout_fraction or shots or holdout_indices is not None:
         log.info("%s: training on %d of %d examples%s%s", data.description or "data", len(train_idx), len(labels),
                  f", {shots} shots per class (seed {seed})" if shots else "",
                  f", {len(held_idx)} held out ({holdout_fraction:g} per class)" if len(held_idx) else "")
-    train = data if (holdout_fraction == 0.0 and not shots) else subset(train_idx, "train")
+    train = data if (holdout_fraction == 0.0 and not shots and holdout_indices is None) else subset(train_idx, "train")
     return train, (subset(held_idx, "held-out") if len(held_idx) else None)
 
 
 def train_and_holdout(data: TaskData, holdout_fraction: float, shots: int | None, *, seed: int,
-                      holdout_seed: int = 0) -> tuple[TaskData, TaskData | None]:
-    """A run's training set and held-out split: the held-out split by ``holdout_seed``, k shots by ``seed``.
+                      holdout_seed: int = 0,
+                      holdout_file: str | Path | None = None) -> tuple[TaskData, TaskData | None]:
+    """A run's training set and held-out split: the held-out split by ``holdout_seed`` (or named by
+    ``holdout_file``, :func:`holdout_from_file`), k shots by ``seed``.
 
     The held-out split must not move with the training seed: every ingredient of a soup sweep (``seed=range(k)``)
     keeps its hands off the same examples, and the soup run scores on exactly those.
     """
+    indices = None
+    if holdout_file:
+        if holdout_fraction:
+            raise ValueError(f"data.holdout_file={holdout_file} and data.holdout_fraction={holdout_fraction}: give one")
+        indices = holdout_from_file(holdout_file, data.dataset)
     train, held = carve(data, holdout_fraction=holdout_fraction, shots=shots if seed == holdout_seed else None,
-                        seed=holdout_seed)
+                        seed=holdout_seed, holdout_indices=indices)
     if shots and seed != holdout_seed:  # k shots of the rest, drawn with the training seed
         train = carve(train, shots=shots, seed=seed)[0]
     return train, held

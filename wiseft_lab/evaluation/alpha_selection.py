@@ -125,7 +125,7 @@ def oracle(rows: Sequence[Row], metric: str = SHIFTS_TOP1) -> Row:
 
 def default_rules(tolerance: float = 0.005) -> dict[str, Rule]:
     """The in-distribution rules, by name (``tolerance`` in accuracy units: 0.005 is half a point)."""
-    return {"alpha=0.5": fixed_alpha, "best_holdout": best_holdout,
+    return {"alpha_0.5": fixed_alpha, "best_holdout": best_holdout,
             f"largest_within_{tolerance:g}": partial(largest_within_tolerance, tol=tolerance),
             f"smallest_within_{tolerance:g}": partial(smallest_within_tolerance, tol=tolerance),
             "one_standard_error": one_standard_error, "min_holdout_nll": min_holdout_loss}
@@ -151,3 +151,45 @@ def compare_rules(rows: Sequence[Row], rules: Mapping[str, Rule] | None = None, 
         except NotApplicable as reason:
             records.append({"rule": name, "alpha": None, "skipped": str(reason)})
     return records
+
+
+SELECTION_MODEL = "alpha_selection"  # the model of the rows :func:`selection_rows` adds to results.jsonl
+_TOLERANCE_RULES = {"largest_within_": largest_within_tolerance, "smallest_within_": smallest_within_tolerance}
+
+
+def rule_by_name(name: str) -> Rule:
+    """A rule from its name (``merge.select_alpha``): ``best_holdout``, ``min_holdout_nll``, ``one_standard_error``,
+    ``alpha_<a>`` (a fixed alpha, e.g. ``alpha_0.5``), ``largest_within_<tol>`` / ``smallest_within_<tol>``."""
+    fixed = {"best_holdout": best_holdout, "min_holdout_nll": min_holdout_loss,
+             "one_standard_error": one_standard_error}
+    if name in fixed:
+        return fixed[name]
+    if name.startswith("alpha_"):
+        return partial(fixed_alpha, alpha=float(name[len("alpha_"):]))
+    for prefix, rule in _TOLERANCE_RULES.items():
+        if name.startswith(prefix):
+            return partial(rule, tol=float(name[len(prefix):]))
+    raise ValueError(f"Unknown alpha-selection rule {name!r}: choose from best_holdout, min_holdout_nll, "
+                     "one_standard_error, alpha_<a>, largest_within_<tol>, smallest_within_<tol>, or all")
+
+
+def rules_by_name(names: str | Sequence[str]) -> dict[str, Rule]:
+    """``merge.select_alpha`` (a name, a list of names, or ``all``: :func:`default_rules`) as named rules."""
+    names = [names] if isinstance(names, str) else list(names)
+    if names == ["all"]:
+        return default_rules()
+    return {name: rule_by_name(name) for name in names}
+
+
+def selection_rows(rows: Sequence[Row], rules: Mapping[str, Rule], *, reference: str | None = None,
+                   metric: str = SHIFTS_TOP1) -> list[dict[str, Any]]:
+    """Result rows of the choices: per rule (the oracle first) the chosen sweep row's metrics, relabelled
+    ``model=alpha_selection`` with its ``rule``, ``oracle_alpha`` and ``regret/<metric>``; a rule that cannot be
+    applied gets a row with ``alpha: None`` and the reason (``skipped``)."""
+    by_alpha = {float(r["alpha"]): r for r in sweep_rows(rows)}
+    out = []
+    for record in compare_rules(rows, rules, reference=reference, metric=metric):
+        chosen = by_alpha.get(record["alpha"], {}) if record["alpha"] is not None else {}
+        extra = {k: v for k, v in record.items() if k not in chosen and k not in ("rule", "alpha")}
+        out.append({**chosen, "model": SELECTION_MODEL, "alpha": record["alpha"], "rule": record["rule"], **extra})
+    return out

@@ -17,13 +17,16 @@
   ``log T`` over ``bounds`` finds it deterministically (no randomness, no learning rate), in float64. The NLL is
   flat at its minimum, so T is resolved to about 1e-7 relative (the square root of float64's precision).
 
-All functions take raw logits of shape (N, K) and integer labels of shape (N,).
+All functions take raw logits of shape (N, K) and integer labels of shape (N,). :class:`Calibration` names the
+columns a result row gets per eval set: ``<set>/ece``, ``<set>/nll``, ``<set>/brier`` and, with a temperature
+fitted on the held-out split, ``<set>/ece_ts``, ``<set>/nll_ts``, ``<set>/brier_ts`` (after temperature scaling).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -144,3 +147,26 @@ def calibration_metrics(logits: torch.Tensor, labels: torch.Tensor, *, temperatu
     scaled = apply_temperature(logits, temperature)
     return {"ece": expected_calibration_error(scaled, labels, n_bins, binning),
             "nll": negative_log_likelihood(scaled, labels), "brier": brier_score(scaled, labels)}
+
+
+TS_SUFFIX = "_ts"  # columns after temperature scaling
+CALIBRATION_METRICS = ("ece", "nll", "brier")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the evaluation adds per set: the raw calibration columns and, with ``temperature``, the scaled ones."""
+
+    n_bins: int = N_BINS
+    binning: str = "equal_mass"
+    temperature: float | None = None  # fitted on the held-out split (None: no scaled columns)
+
+    def columns(self, name: str, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """``{"<name>/ece": ..., "<name>/nll": ..., "<name>/brier": ...}`` (+ the ``_ts`` ones)."""
+        out = {f"{name}/{k}": v for k, v in
+               calibration_metrics(logits, labels, n_bins=self.n_bins, binning=self.binning).items()}
+        if self.temperature is not None:
+            scaled = calibration_metrics(logits, labels, temperature=self.temperature, n_bins=self.n_bins,
+                                         binning=self.binning)
+            out.update({f"{name}/{k}{TS_SUFFIX}": v for k, v in scaled.items()})
+        return out

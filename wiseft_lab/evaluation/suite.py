@@ -23,6 +23,7 @@ from wiseft_lab.data.base import TaskData, project_logits
 from wiseft_lab.data.cache import PreparedSet, SplitTransform, prepare, split_transform
 from wiseft_lab.data.corruptions import mean_over_corruptions
 from wiseft_lab.distributed import current, gather_shards, shard
+from wiseft_lab.evaluation.calibration import Calibration
 from wiseft_lab.evaluation.features import FeatureCache, image_tower
 from wiseft_lab.evaluation.set_metrics import primary_metric, score_set, set_metrics
 from wiseft_lab.io import write_safetensors
@@ -146,6 +147,37 @@ def average_shifts(suite: EvalSuite, metrics: Mapping[str, float]) -> dict[str, 
 
 
 @torch.no_grad()
+def set_logits(model: nn.Module, prepared: PreparedSet, *, batch_size: int = 256, precision: str = "fp32",
+               progress: bool = True, features: FeatureCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The raw (unprojected, float32, CPU) logits of ``model`` on one set, and its labels; ``model`` in eval mode.
+
+    An output ensemble (a model with ``member_logits``) gives every member's: ``(members, N, classes)``. Under N
+    ranks each scores every N-th example and the shards are gathered back in order (each example counted once);
+    with ``features`` (bound to the model) a known image tower is not run again.
+    """
+    device = next(model.parameters()).device
+    raw, labels = [], []
+    for logits, y in _logit_batches(model, prepared.name, prepared, batch_size, device, precision, features,
+                                    progress):
+        raw.append(logits.float().cpu())
+        labels.append(y)
+    raw_logits, all_labels = torch.cat(raw, dim=-2), torch.cat(labels)
+    if raw_logits.ndim == 3:  # members first: gather along the examples
+        return gather_shards(raw_logits.transpose(0, 1).contiguous(), len(prepared)).transpose(0, 1), \
+            gather_shards(all_labels, len(prepared))
+    return gather_shards(raw_logits, len(prepared)), gather_shards(all_labels, len(prepared))
+
+
+def projected_logits(raw: torch.Tensor, data: TaskData) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(raw, projected)`` logits of a set; an ensemble's members ``(M, N, K)`` are projected one by one and then
+    averaged (the reference's order: for ObjectNet the max over each group's classes comes before the mean), its raw
+    logits averaged."""
+    if raw.ndim == 3:
+        return raw.mean(dim=0), torch.stack([project_logits(member, data) for member in raw]).mean(dim=0)
+    return raw, project_logits(raw, data)
+
+
+@torch.no_grad()
 def evaluate(
     model: nn.Module,
     suite: EvalSuite,
@@ -155,14 +187,15 @@ def evaluate(
     predictions_dir: str | Path | None = None,
     progress: bool = True,
     features: FeatureCache | None = None,
+    calibration: Calibration | None = None,
 ) -> dict[str, float]:
     """Every set's metrics (``<set>/<metric>``, primary first), the groups', ``avg_shifts/...`` and ``n/<set>``.
 
     Logits of a head over other classes are projected per set (see :func:`project_logits`). With
     ``predictions_dir`` the projected logits, raw logits and labels are saved per set as safetensors. With
     ``features``, a model whose image tower was seen before is scored on that tower's kept outputs (its head only).
+    With ``calibration`` every set also gets its ECE / NLL / Brier columns (:meth:`Calibration.columns`).
     """
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     if features is not None:
@@ -170,16 +203,13 @@ def evaluate(
     metrics: dict[str, float] = {}
     sizes: dict[str, float] = {}
     for name, prepared in suite.sets.items():
-        raw, labels = [], []
-        for logits, y in _logit_batches(model, name, prepared, batch_size, device, precision, features, progress):
-            raw.append(logits.float().cpu())
-            labels.append(y)
-        # under N ranks each scored every N-th example: gathered back in order, each example counted once
-        raw_logits = gather_shards(torch.cat(raw), len(prepared))
-        all_labels = gather_shards(torch.cat(labels), len(prepared))
-        logits = project_logits(raw_logits, prepared.data)
+        raw_logits, all_labels = set_logits(model, prepared, batch_size=batch_size, precision=precision,
+                                            progress=progress, features=features)
+        raw_logits, logits = projected_logits(raw_logits, prepared.data)
         metrics.update({f"{name}/{m}": v for m, v in score_set(logits, all_labels, prepared.data).items()})
         sizes[f"n/{name}"] = len(all_labels)
+        if calibration is not None:
+            metrics.update(calibration.columns(name, logits, all_labels))
         if predictions_dir is not None:
             write_safetensors(Path(predictions_dir) / f"{name}.safetensors",
                               {"logits": logits, "raw_logits": raw_logits, "labels": all_labels})
@@ -199,6 +229,7 @@ def _logit_batches(model: nn.Module, name: str, prepared: PreparedSet, batch_siz
                 yield model.head(tower_out), y
         return
     keep = [] if features is not None and image_tower(model) is not None else None
+    forward = getattr(model, "member_logits", model)  # an output ensemble: every member's logits
     world = current()
     batches = prepared.batches(batch_size, device, examples=shard(len(prepared), world) if world.distributed else None)
     progress = progress and world.is_main
@@ -208,7 +239,7 @@ def _logit_batches(model: nn.Module, name: str, prepared: PreparedSet, batch_siz
         y = torch.as_tensor(y)
         with autocast(device, precision):
             if keep is None:
-                logits = model(images)
+                logits = forward(images)
             else:  # the same two steps as ImageClassifier.forward, with the tower's output kept
                 tower_out = model.image_features(images)
                 keep.append((tower_out, y))

@@ -1,7 +1,8 @@
 """The merge stage: what becomes of the checkpoints (the registry's package face: importing it registers every
-strategy). ``none`` and ``wiseft`` (:mod:`.wiseft`), ``soups`` (:mod:`.soups`, over pools of :mod:`.pool`)."""
+strategy). ``none`` and ``wiseft`` (:mod:`.wiseft`), ``soups`` (:mod:`.soups`, over pools of
+:mod:`.pool`), ``model_stock`` (:mod:`.model_stock`)."""
 
-from wiseft_lab.merging import soups, wiseft  # noqa: F401
+from wiseft_lab.merging import cross_soups, landscape, model_stock, soups, wiseft  # noqa: F401
 from wiseft_lab.merging.registry import get_merge, is_merge, list_merges, register_merge
 
 __all__ = ["get_merge", "is_merge", "list_merges", "register_merge"]

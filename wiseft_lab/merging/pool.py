@@ -15,7 +15,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from wiseft_lab.evaluation.suite import HOLDOUT
-from wiseft_lab.models.checkpoint import META_FILE, is_checkpoint, read_meta
+from wiseft_lab.merging.registry import ModelEntry
+from wiseft_lab.models.checkpoint import META_FILE, is_checkpoint, load_state_dict, read_meta
 
 HOLDOUT_KEY = f"{HOLDOUT}/top1"
 SOUP_KIND = "soups"
@@ -161,3 +162,21 @@ def pool_group(cfg: DictConfig) -> str | None:
 def pool_group_of(pool: Sequence[Ingredient]) -> str | None:
     parents = {i.run_dir.parent.resolve() for i in pool if i.run_dir is not None}
     return next(iter(parents)).name if len(parents) == 1 and _is_multirun_dir(next(iter(parents))) else None
+
+
+def resolve_pretrained(pretrained: str | None, zeroshot: Path | None, pool: list[Ingredient]) -> Path:
+    """``merge.pretrained``, else the run's zero-shot endpoint, else ``<first ingredient>/../zeroshot``."""
+    candidates = [Path(pretrained)] if pretrained else [
+        *([zeroshot] if zeroshot is not None else []), pool[0].checkpoint.parent / "zeroshot"]
+    for path in candidates:
+        if is_checkpoint(path):
+            return path
+    raise FileNotFoundError(f"No pre-trained (zero-shot) checkpoint (looked at {[str(p) for p in candidates]}): set "
+                            "merge.pretrained=<checkpoint dir> or checkpoints.zeroshot=<dir>.")
+
+
+def ingredient_entries(pool: list[Ingredient]) -> list[ModelEntry]:
+    """Every ingredient as a model to evaluate (loaded when its turn comes)."""
+    return [ModelEntry("ingredient", None, lambda c=i.checkpoint: load_state_dict(c),
+                       extra={"ingredient": i.name, "n_ingredients": 1},
+                       tag=f"ingredient_{i.name.replace('/', '_')}") for i in pool]

@@ -22,6 +22,7 @@ from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite, evaluate
 from wiseft_lab.models.checkpoint import StateDict, load_state_dict
 from wiseft_lab.models.loader import ModelLoader
 from wiseft_lab.registry import Registry
+from wiseft_lab.weight_space.fisher import diagonal_fisher
 
 
 @dataclass
@@ -48,6 +49,7 @@ class MergeResult:
 
     entries: list[ModelEntry]
     template: Path | None = None
+    select_alpha: list[str] = field(default_factory=list)  # rules choosing among the "wiseft" rows, once evaluated
 
 
 @dataclass
@@ -63,6 +65,8 @@ class MergeContext:
     models: ModelLoader
     holdout: EvalSuite | None  # the held-out split as a one-set suite, or None without one
     eval_batch_size: int = 256
+    suite: Callable[[], EvalSuite] | None = None  # the run's eval suite (built on first call)
+    train_subset: Callable[[int, int], EvalSuite] | None = None  # (n examples, seed) of the fine-tuning split
     log_metrics: Callable[[dict, int | None], None] = lambda metrics, step=None: None
     # Held-out image-tower outputs, reused while candidates share one tower (soups of lc ingredients).
     features: FeatureCache = field(default_factory=FeatureCache)
@@ -78,6 +82,21 @@ class MergeContext:
         metrics = evaluate(model, self.holdout, batch_size=self.eval_batch_size, precision=self.precision,
                            progress=False, features=self.features)
         return metrics[f"{HOLDOUT}/top1"]
+
+    def fisher(self, template: Path, state: StateDict, *, n_examples: int | None = None, train_mode: bool = False,
+               seed: int = 0) -> StateDict:
+        """The diagonal Fisher of ``state`` (in ``template``'s architecture) on the held-out split, one image at a time.
+
+        The held-out split, not a test set: wise-ft's ``compute_fisher`` runs on its dataset's *test* loader (with
+        ``model.train()``); this project never reads a test set to build a model. Eval mode by default (identical
+        for a ViT; it avoids per-example BatchNorm statistics), ``train_mode=True`` as the reference.
+        """
+        if self.holdout is None:
+            raise ValueError("The Fisher information needs a held-out split: set data.holdout_fraction (e.g. 0.02).")
+        examples = (images for images, _ in self.holdout_set().batches(64, self.device))
+        return diagonal_fisher(self.models.skeleton(template), state, examples,
+                               generator=torch.Generator().manual_seed(int(seed)), max_examples=n_examples,
+                               train_mode=train_mode, precision=self.precision)
 
 
 @dataclass(kw_only=True)

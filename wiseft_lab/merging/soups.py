@@ -13,6 +13,7 @@ resolves the pool, feeds it the held-out data and records what happened.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,9 +42,10 @@ from wiseft_lab.merging.registry import (
 )
 from wiseft_lab.models.checkpoint import StateDict, is_checkpoint, load_state_dict, read_meta, save_checkpoint
 from wiseft_lab.models.ensemble import OutputEnsemble
-from wiseft_lab.weight_space.fisher import FISHER_FLOOR, diagonal_fisher, fisher_merge
+from wiseft_lab.weight_space.fisher import FISHER_FLOOR, fisher_merge
 from wiseft_lab.weight_space.ingredients import check_pool
 from wiseft_lab.weight_space.interpolate import interpolate
+from wiseft_lab.weight_space.landscape import pairwise_angles
 from wiseft_lab.weight_space.learned import LearnedSoupConfig, learned_soup
 from wiseft_lab.weight_space.soups import greedy_order, greedy_soup, uniform_soup
 
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 # recipe -> row label in results.jsonl / soups.md
 RECIPES = {"uniform": "uniform_soup", "greedy": "greedy_soup", "learned": "learned_soup",
            "learned_per_layer": "learned_soup_per_layer", "fisher": "fisher_soup"}
+PAIR_MODEL = "pair_average"  # the average of two ingredients (merge.angles)
 SOUPS_DIR = "soups"
 SUMMARY_FILE = "soups.json"
 
@@ -74,7 +77,7 @@ class FisherOptions:
 
     floor: float = FISHER_FLOOR  # Fisher values are floored at this (WiSE-FT's --fisher_floor)
     n_examples: int | None = None  # held-out examples per estimate (None: all), one at a time
-    train_mode: bool = False  # WiSE-FT estimates in train mode; eval mode avoids per-example BatchNorm
+    train_mode: bool = False  # wise-ft estimates in train mode (on its test loader); eval mode avoids per-example BN
     seed: int = 0  # sampling of the labels from the model's softmax
     save: bool = False  # keep each ingredient's Fisher under <run>/soups/fisher/
 
@@ -200,15 +203,11 @@ def _fisher(kitchen: _Kitchen, recipe: str) -> SoupOutcome:
     kitchen.need_holdout("Fisher merging")
     kitchen.need_linear_head("Fisher merging")
     options, ctx = kitchen.options.fisher, kitchen.ctx
-    skeleton = kitchen.skeleton()
     limit = options.n_examples
 
     def fisher_of(index: int, state: StateDict):
-        generator = torch.Generator().manual_seed(int(options.seed))
-        examples = (images for images, _ in kitchen.prepared.batches(64, ctx.device))
-        fisher = diagonal_fisher(skeleton, state, examples, generator=generator,
-                                 max_examples=None if limit is None else int(limit),
-                                 train_mode=bool(options.train_mode), precision=ctx.precision)
+        fisher = ctx.fisher(kitchen.template, state, n_examples=None if limit is None else int(limit),
+                            train_mode=bool(options.train_mode), seed=int(options.seed))
         log.info("Fisher of %s estimated (%d/%d)", kitchen.names[index], index + 1, len(kitchen.pool))
         if options.save:
             name = kitchen.names[index].replace("/", "_")
@@ -258,6 +257,7 @@ class Soups(MergeStrategy):
     ensemble: bool = True          # the mean-logits ensemble of all ingredients (holds every ingredient)
     eval_ingredients: bool = True  # evaluate every ingredient (the figure's points); false: the best one only
     wiseft_alphas: list[float] = field(default_factory=list)  # WiSE-FT curve of the best ingredient
+    angles: bool = False           # angles between the fine-tuning deltas + every pair's average (model soups Fig. 3)
     learned: LearnedOptions = field(default_factory=LearnedOptions)
     fisher: FisherOptions = field(default_factory=FisherOptions)
 
@@ -338,6 +338,8 @@ class Soups(MergeStrategy):
             entries.append(ModelEntry("ensemble", None, None, extra={"n_ingredients": len(pool)}, tag="ensemble",
                                       module=lambda: OutputEnsemble(kitchen.skeleton(),
                                                                     [load_state_dict(i.checkpoint) for i in pool])))
+        if self.angles:
+            entries += _pair_entries(kitchen, summary)
         alphas = [float(a) for a in self.wiseft_alphas]
         if alphas and best is not None:
             entries += _wiseft_entries(pool[best], alphas)
@@ -366,6 +368,26 @@ def _ingredient_entry(ingredient: Ingredient, holdout: float | None, *, best: bo
         extra[HOLDOUT_KEY] = holdout
     return ModelEntry("ingredient", None, _lazy_state(ingredient.checkpoint), extra=extra,
                       tag=f"ingredient_{ingredient.name.replace('/', '_')}")
+
+
+def _pair_entries(kitchen: _Kitchen, summary: dict[str, Any]) -> list[ModelEntry]:
+    """The angle between every two ingredients' fine-tuning deltas (from the zero-shot checkpoint beside the first
+    ingredient) into ``summary["angles"]``, and each pair's average as a model to evaluate (model soups Fig. 3)."""
+    zeroshot = kitchen.pool[0].checkpoint.parent / "zeroshot"
+    if not is_checkpoint(zeroshot):
+        log.warning("merge.angles: no zero-shot checkpoint next to %s; no angles", kitchen.pool[0].checkpoint)
+        return []
+    degrees = pairwise_angles(zeroshot, kitchen.sources, names=kitchen.names)
+    summary["angles"] = {"zeroshot": str(zeroshot), "names": kitchen.names, "degrees": degrees}
+    entries = []
+    for a, b in itertools.combinations(range(len(kitchen.pool)), 2):
+        first, second = kitchen.pool[a], kitchen.pool[b]
+        entries.append(ModelEntry(
+            PAIR_MODEL, None, lambda f=first.checkpoint, s=second.checkpoint: interpolate(
+                load_state_dict(f), load_state_dict(s), 0.5),
+            extra={"pair": [first.name, second.name], "angle": degrees[a][b], "n_ingredients": 2},
+            tag=f"pair_{first.name.replace('/', '_')}+{second.name.replace('/', '_')}"))
+    return entries
 
 
 def _wiseft_entries(best: Ingredient, alphas: Sequence[float]) -> list[ModelEntry]:

@@ -24,9 +24,10 @@ class OutputEnsemble(nn.Module):
         device = next(skeleton.parameters()).device
         self.members = [{k: v.to(device) for k, v in state.items()} for state in states]
 
+    def member_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Every member's logits, ``(members, batch, classes)``: the evaluation projects each member's logits onto a
+        set's classes before averaging them (for ObjectNet's max over groups the order matters)."""
+        return torch.stack([functional_call(self.skeleton, state, (images,)).float() for state in self.members])
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        total = None
-        for state in self.members:
-            logits = functional_call(self.skeleton, state, (images,)).float()
-            total = logits if total is None else total.add_(logits)
-        return total / len(self.members)
+        return self.member_logits(images).mean(dim=0)

@@ -8,6 +8,7 @@ through its own transform), the evaluation suites on first use.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -31,7 +33,7 @@ from wiseft_lab.data.class_match import match_classes
 from wiseft_lab.data.class_subsets import subsample_classes
 from wiseft_lab.data.datasets import with_transform
 from wiseft_lab.data.eval_sets import EvalSets, eval_sets
-from wiseft_lab.data.splits import train_and_holdout
+from wiseft_lab.data.splits import LabeledSubset, hash_order, train_and_holdout
 from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite
 from wiseft_lab.merging.registry import MergeStrategy
 from wiseft_lab.models.loader import ModelLoader
@@ -40,6 +42,7 @@ from wiseft_lab.training.job import FinetuneMethod
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+TRAIN_SUBSET = "train"
 
 
 def digest(*parts: Any) -> str:
@@ -144,7 +147,8 @@ class RunContext:
             data = self.cfg.data
             full = subsample_classes(instantiate(data.dataset)(transform=None), data.get("classes"))
             train, held = train_and_holdout(full, float(data.get("holdout_fraction") or 0.0), data.get("shots"),
-                                            seed=self.seed, holdout_seed=int(data.get("holdout_seed", 0)))
+                                            seed=self.seed, holdout_seed=int(data.get("holdout_seed", 0)),
+                                            holdout_file=data.get("holdout_file"))
             self._task = TaskSplits(train, held)
         return self._task
 
@@ -177,6 +181,17 @@ class RunContext:
         sets = self.eval_sets()
         for name, builder in sets.builders.items():
             match_classes(builder(transform=None), head, name=name, partial=name in sets.partial)
+
+    def train_subset_suite(self, n_examples: int, seed: int = 0) -> EvalSuite:
+        """A fixed subset of the fine-tuning split (``n_examples``, chosen by ``seed`` alone) as a one-set suite
+        ``train``, seen through the eval transform: what the error landscape's training loss is measured on."""
+        train = self.task().train
+        order = hash_order(np.arange(len(train.dataset)), seed, "train_subset")[:n_examples]
+        subset = dataclasses.replace(train, dataset=LabeledSubset(train.dataset, np.sort(order)))
+        transform = self.models.bundle().preprocess_val
+        return EvalSuite.build(TRAIN_SUBSET, {TRAIN_SUBSET: lambda transform: with_transform(subset, transform)},
+                               transform, max_cache_bytes=float(self.cfg.eval.cache_max_gb) * 1e9,
+                               batch_size=self.cfg.eval.batch_size, num_workers=self.eval_workers)
 
     def suite(self, head: Sequence[str]) -> EvalSuite:
         """The evaluation suite of ``eval``, every set matched by class name to ``head`` (the evaluated head's

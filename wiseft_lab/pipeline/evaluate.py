@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wiseft_lab.evaluation.alpha_selection import rules_by_name, selection_rows
+from wiseft_lab.evaluation.calibration import N_BINS, Calibration
 from wiseft_lab.evaluation.features import FeatureCache
+from wiseft_lab.evaluation.holdout import score_holdout
 from wiseft_lab.evaluation.set_heads import evaluate_with_set_heads
 from wiseft_lab.evaluation.suite import EvalSuite
 from wiseft_lab.io import atomic_write_text, write_csv, write_jsonl
@@ -53,22 +56,31 @@ def evaluate(ctx: RunContext, candidates: Candidates) -> Evaluation:
     rows: list[dict[str, Any]] = []
     endpoints: dict[float, dict] = {}
     features = FeatureCache()  # models sharing one image tower (lc heads, their soups) run it once per set
+    calibration = Calibration(n_bins=int(ctx.cfg.eval.get("calibration_bins", N_BINS)))
+    holdout = ctx.holdout_suite()  # every model is also scored on it (alpha selection, temperature scaling)
     for entry in candidates.entries:
         if entry.model == "wiseft" and entry.alpha in endpoints:
             metrics = endpoints[entry.alpha]  # alpha 0 / 1 are the endpoints bit for bit
         else:
             subject = entry.module() if entry.module is not None else ctx.models.load(model, entry.weights())
             tag = entry.tag or (entry.model if entry.model != "wiseft" else f"wiseft_{entry.alpha:g}")
+            held, fitted = ({}, calibration) if holdout is None else score_holdout(
+                subject, holdout, calibration, batch_size=ctx.cfg.eval.batch_size, precision=ctx.precision,
+                features=features)
             metrics = evaluate_with_set_heads(
                 subject, suite, head_for=ctx.models.head_builder(model) if entry.module is None else None,
-                batch_size=ctx.cfg.eval.batch_size, precision=ctx.precision, features=features,
+                batch_size=ctx.cfg.eval.batch_size, precision=ctx.precision, features=features, calibration=fitted,
                 predictions_dir=ctx.run_dir / "predictions" / tag if ctx.cfg.eval.save_predictions else None)
+            metrics.update(held)
             if entry.model in ENDPOINTS:
                 endpoints[entry.alpha] = metrics
         row = result_row(entry.model, entry.alpha, metrics, **entry.extra)
         rows.append(row)
         log.info("%s%s: %s", entry.model, f" alpha={entry.alpha:g}" if entry.model == "wiseft" else "",
                  "  ".join(f"{c} {100 * score(row, c):.1f}" for c in columns(suite.reference, suite.shifts)))
+        write_results(ctx, rows, suite)
+    if candidates.select_alpha:
+        rows += selection_rows(rows, rules_by_name(candidates.select_alpha), reference=suite.reference)
         write_results(ctx, rows, suite)
     return Evaluation(rows, suite)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wiseft_lab.merging.registry import MergeContext, MergeResult, ModelEntry, cached_loader
@@ -17,12 +17,15 @@ class Candidates:
 
     entries: list[ModelEntry]
     template: Path
+    select_alpha: list[str] = field(default_factory=list)  # alpha-selection rules applied after the evaluation
 
 
 def merge_context(ctx: RunContext, endpoints: Endpoints) -> MergeContext:
     return MergeContext(run_cfg=ctx.cfg, run_dir=ctx.run_dir, device=ctx.device, precision=ctx.precision,
                         zeroshot=endpoints.zeroshot, finetuned=endpoints.finetuned, models=ctx.models,
                         holdout=ctx.holdout_suite(), eval_batch_size=ctx.cfg.eval.batch_size,
+                        suite=lambda: ctx.suite(ctx.task().train.classnames),
+                        train_subset=ctx.train_subset_suite,
                         log_metrics=ctx.logger.log)
 
 
@@ -45,4 +48,4 @@ def merge(ctx: RunContext, endpoints: Endpoints, *, run_strategy: bool = True) -
             model = ctx.models.load(ctx.models.skeleton(template), entry.weights())
             meta = read_meta(template).replace(method=entry.save_as, merge=dict(entry.extra))
             save_checkpoint(ctx.checkpoint_dir / entry.save_as, model, meta)
-    return Candidates(entries + result.entries, template)
+    return Candidates(entries + result.entries, template, result.select_alpha)

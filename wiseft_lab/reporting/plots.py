@@ -1,4 +1,5 @@
-"""Figures: the WiSE-FT curve (the reference's primary score vs. the average over the shifts)."""
+"""Figures: the WiSE-FT curve (the reference's primary score vs. the average over the shifts), calibration (ECE)
+against alpha."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from wiseft_lab.evaluation.calibration import TS_SUFFIX  # noqa: E402
 from wiseft_lab.evaluation.suite import AVG_SHIFTS  # noqa: E402
 from wiseft_lab.io import atomic_write_bytes  # noqa: E402
 from wiseft_lab.reporting.tables import Row, score_key  # noqa: E402
@@ -21,13 +23,16 @@ def axis_metric(key: str | None) -> str:
     return {"top1": "top-1", "primary": "primary metric"}.get(metric, metric)
 
 
-def save_figure(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path, also: Sequence[str] = ()) -> Path:
+    """``path`` as a PNG, plus the same figure in each format of ``also`` (e.g. ``["pdf"]``) beside it."""
     import io
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=150, bbox_inches="tight")
+    for fmt, target in (("png", Path(path)), *((f, Path(path).with_suffix(f".{f}")) for f in also)):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight")
+        atomic_write_bytes(target, buffer.getvalue())
     plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
 
 
 def wiseft_curve(rows: Sequence[Row], reference: str, path: str | Path, title: str = "WiSE-FT") -> Path:
@@ -55,4 +60,27 @@ def wiseft_curve(rows: Sequence[Row], reference: str, path: str | Path, title: s
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
+    return save_figure(fig, path)
+
+
+def calibration_curve(rows: Sequence[Row], sets: Sequence[str], path: str | Path, metric: str = "ece",
+                      title: str = "Calibration along the WiSE-FT path") -> Path:
+    """``<set>/<metric>`` against alpha for every set; a second panel after temperature scaling when measured."""
+    sweep = sorted((r for r in rows if r["model"] == "wiseft"), key=lambda r: r["alpha"])
+    panels = [("", "as evaluated")] + ([(TS_SUFFIX, "after temperature scaling (held-out T)")]
+                                       if any(f"{s}/{metric}{TS_SUFFIX}" in r for r in sweep for s in sets) else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), sharey=True, squeeze=False)
+    for ax, (suffix, label) in zip(axes[0], panels, strict=True):
+        for index, name in enumerate(sets):
+            points = [(r["alpha"], 100 * r[f"{name}/{metric}{suffix}"]) for r in sweep
+                      if f"{name}/{metric}{suffix}" in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), "-o", ms=3, color=f"C{index}", label=name,
+                        lw=2.2 if index == 0 else 1.2)
+        ax.set_xlabel("alpha (0 = zero-shot, 1 = fine-tuned)")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"{metric.upper()} (%, equal-mass bins)" if metric == "ece" else metric)
+    axes[0][0].legend(fontsize=8, loc="best")
+    fig.suptitle(title)
     return save_figure(fig, path)

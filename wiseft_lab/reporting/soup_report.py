@@ -18,8 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT  # noqa: E402
 from wiseft_lab.io import atomic_write_text, read_json, write_csv  # noqa: E402
+from wiseft_lab.merging.soups import PAIR_MODEL  # noqa: E402
 from wiseft_lab.reporting.plots import axis_metric, save_figure  # noqa: E402
 from wiseft_lab.reporting.tables import column_label, markdown_table, score, score_key, score_note  # noqa: E402
+from wiseft_lab.weight_space.landscape import interpolation_advantage  # noqa: E402
 
 HOLDOUT_TOP1 = f"{HOLDOUT}/top1"
 # (results.jsonl model, table label, marker, colour, size) in the paper's order
@@ -91,9 +93,48 @@ def soups_markdown(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Se
         text += "\n## Ingredients\n\n" + markdown_table(
             ["Ingredient", "Overrides", "Held-out", f"{reference} (ref)", "Avg shifts" if shifts else reference,
              "In greedy soup"], ingredient_rows)
+    angles = angle_rows(rows, reference, shifts)
+    if angles:
+        gains = [k for k in angles[0] if k.startswith("gain/")]
+        text += ("\n## Angles between fine-tuning deltas\n\nEvery pair of ingredients: the angle between their "
+                 "deltas from the zero-shot model, and the accuracy of their average minus the mean of their "
+                 "accuracies (points; model soups Fig. 3).\n\n" + markdown_table(
+                     ["Pair", "Angle (deg)", *[f"Gain {k.split('/')[1]}" for k in gains]],
+                     [[f"`{r['pair']}`", f"{r['angle']:.2f}", *[_pct(r.get(k)) for k in gains]] for r in angles]))
     if summary.get("skipped"):
         text += "\n## Skipped\n\n" + "".join(f"- `{s['source']}`: {s['reason']}\n" for s in summary["skipped"])
     return text
+
+
+def angle_rows(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Sequence[str]) -> list[dict[str, Any]]:
+    """Per evaluated pair average: the angle and ``gain/<col>/top1`` = its accuracy minus the mean of its two
+    ingredients' (model soups Fig. 3's interpolation advantage), for the reference and the shifts' average."""
+    by_name = {r.get("ingredient"): r for r in rows if r["model"] == "ingredient"}
+    out = []
+    for row in (r for r in rows if r["model"] == PAIR_MODEL):
+        first, second = (by_name.get(name, {}) for name in row["pair"])
+        record: dict[str, Any] = {"pair": " + ".join(row["pair"]), "angle": row["angle"]}
+        for key in (f"{c}/top1" for c in [reference, *([AVG_SHIFTS] if shifts else [])]):
+            if key in row and key in first and key in second:
+                record[f"gain/{key}"] = interpolation_advantage(row[key], first[key], second[key])
+        out.append(record)
+    return out
+
+
+def angles_figure(angles: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Gain of each pair's average over its endpoints against the angle between their deltas (model soups Fig. 3)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), constrained_layout=True)
+    for index, key in enumerate(k for k in angles[0] if k.startswith("gain/")):
+        points = [(r["angle"], 100 * r[key]) for r in angles if key in r]
+        ax.scatter(*zip(*points, strict=True), color=f"C{index}", s=50, label=key.split("/")[1], edgecolor="black",
+                   linewidth=0.4)
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xlabel("angle between the fine-tuning deltas (degrees)")
+    ax.set_ylabel("accuracy of the average - mean of the two (points)")
+    ax.set_title(title or "Interpolation advantage vs. angle", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
 
 
 def soups_csv_rows(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Sequence[str],
@@ -157,6 +198,10 @@ def soup_report(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Seque
     csv_rows = soups_csv_rows(rows, reference, shifts, summary)
     write_csv(run_dir / "soups.csv", csv_rows)
     outputs: dict[str, Any] = {"summary": table, "soups_table": table, "soups_csv": run_dir / "soups.csv"}
+    angles = angle_rows(rows, reference, shifts)
+    if any(k.startswith("gain/") for r in angles for k in r):
+        outputs["angles_plot"] = angles_figure(angles, run_dir / "soups_angles.png")
+        write_csv(run_dir / "soups_angles.csv", angles)
     if shifts:
         outputs["plot"] = outputs["soups_plot"] = soups_figure(
             rows, reference, run_dir / "soups.png", title=f"Model soups: {title}" if title else "Model soups")

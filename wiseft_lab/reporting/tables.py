@@ -6,7 +6,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wiseft_lab.evaluation.suite import AVG_SHIFTS
+from wiseft_lab.evaluation.alpha_selection import SELECTION_MODEL
+from wiseft_lab.evaluation.calibration import CALIBRATION_METRICS, TS_SUFFIX
+from wiseft_lab.evaluation.holdout import TEMPERATURE
+from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT
 
 Row = Mapping[str, Any]
 
@@ -52,6 +55,12 @@ def column_label(rows: Sequence[Row], column: str, reference: str) -> str:
     metric = metric_name(rows, column)
     label = "avg shifts" if column == AVG_SHIFTS else f"{column} (ref)" if column == reference else column
     return label if metric in (None, "top1") else f"{label} [{metric}]"
+
+
+def calibration_columns(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The calibration columns of a row (``<set>/ece``, ``/nll``, ``/brier``, their ``_ts`` twins, ``temperature``)."""
+    return {k: v for k, v in metrics.items()
+            if k == TEMPERATURE or k.rsplit("/", 1)[-1].removesuffix(TS_SUFFIX) in CALIBRATION_METRICS}
 
 
 def columns(reference: str, shifts: Sequence[str]) -> list[str]:
@@ -119,7 +128,40 @@ def summary_markdown(rows: Sequence[Row], reference: str, shifts: Sequence[str],
              for r in sorted(sweep, key=lambda r: r["alpha"])])
     text += ("\n*Optimal alpha*: each column takes its own best alpha (an oracle, as in the paper's Table 1).\n"
              if sweep else "")
-    return text
+    return text + alpha_selection_markdown(rows, reference) + other_models_markdown(rows, cols)
+
+
+def alpha_selection_markdown(rows: Sequence[Row], reference: str) -> str:
+    """``merge.select_alpha``'s choices beside the oracle, with what each costs on the shifts."""
+    chosen = [r for r in rows if r["model"] == SELECTION_MODEL]
+    if not chosen:
+        return ""
+    regret = f"regret/{AVG_SHIFTS}/top1"
+
+    def pct(row: Row, key: str) -> str:
+        return "-" if row.get(key) is None else f"{100 * row[key]:.1f}"
+
+    body = [[f"`{r['rule']}`", "-" if r["alpha"] is None else f"{r['alpha']:g}", pct(r, f"{HOLDOUT}/top1"),
+             pct(r, f"{reference}/top1"), pct(r, f"{AVG_SHIFTS}/top1"), pct(r, regret),
+             r.get("skipped", "")] for r in chosen]
+    return ("\n## Choosing alpha without the shifts\n\n" + markdown_table(
+        ["rule", "alpha", "held-out", f"{reference} (ref)", "avg shifts", "regret (points)", "note"], body)
+        + "\nThe oracle reads the shifts' test labels (the paper's optimal alpha); every other rule reads only the "
+          "held-out split. Regret: the oracle's average shift accuracy minus the rule's.\n")
+
+
+def _row_label(row: Row) -> str:
+    return f"{row['model']} `{row['ingredient']}`" if row.get("ingredient") else str(row["model"])
+
+
+def other_models_markdown(rows: Sequence[Row], cols: Sequence[str]) -> str:
+    """The rows that are neither an endpoint nor the WiSE-FT sweep (Model Stock, soups, ingredients, ...)."""
+    others = [r for r in rows if r["model"] not in ("zeroshot", "finetuned", "wiseft", SELECTION_MODEL)]
+    if not others:
+        return ""
+    return "\n## Other models\n\n" + markdown_table(
+        ["model", *cols], [[_row_label(r), *["-" if score(r, c) is None else f"{100 * score(r, c):.1f}"
+                                             for c in cols]] for r in others])
 
 
 def score_note(rows: Sequence[Row], cols: Sequence[str]) -> str:
@@ -136,7 +178,10 @@ def summary_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for row in rows:
         if row["model"] != "wiseft":
-            out.update({f"{row['model']}/{k}": v for k, v in scores(row).items()})
+            name = row["model"] if row.get("rule") is None else f"{row['model']}:{row['rule']}"
+            out.update({f"{name}/{k}": v for k, v in scores(row).items()})
+            if row.get("rule") is not None:
+                out[f"{name}/alpha"] = row["alpha"]
     sweep = [r for r in rows if r["model"] == "wiseft" and score(r, AVG_SHIFTS) is not None]
     if sweep:
         best = max(sweep, key=lambda r: score(r, AVG_SHIFTS))

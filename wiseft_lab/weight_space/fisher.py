@@ -1,8 +1,11 @@
 """Fisher merging (Matena & Raffel, 2021) as the WiSE-FT code does it, for a pool of N ingredients.
 
-* Fisher: the diagonal of the Fisher information of each ingredient, estimated one example at a time on the
-  held-out split: the label is *sampled* from the model's own softmax, the cross-entropy is back-propagated,
-  and the squared gradients are averaged over the examples (WiSE-FT's ``src/models/fisher.py``).
+* Fisher: the diagonal of the Fisher information of each ingredient, estimated one example at a time: the label
+  is *sampled* from the model's own softmax, the cross-entropy is back-propagated, and the squared gradients are
+  averaged over the examples (WiSE-FT's ``src/models/fisher.py``). The examples differ: wise-ft's
+  ``compute_fisher`` iterates its dataset's *test* loader (``get_dataloader(dataset, is_train=False)``, eval
+  preprocessing) with the model in train mode; the pipeline here feeds the held-out split of the training set, in
+  eval mode by default (:meth:`wiseft_lab.merging.registry.MergeContext.fisher`), so no test image shapes a model.
 * Merge: per parameter, ``theta = sum_i w_i F_i theta_i / sum_i w_i F_i`` with ``F_i`` floored at
   ``fisher_floor`` (1e-8 there), uniform weights ``w_i``; a tensor without a Fisher (a buffer, or a parameter
   that received no gradient) gets ``F = 1``, i.e. the plain average (WiSE-FT's ``_merge``).
