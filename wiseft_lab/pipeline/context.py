@@ -96,7 +96,8 @@ class RunContext:
         return cls(cfg=cfg, run_dir=run_dir, logger=logger, device=device, precision=precision,
                    method=instantiate_checked(cfg.finetune, "finetune"),
                    strategy=instantiate_checked(cfg.merge, "merge"),
-                   models=ModelLoader(model.arch, model.pretrained, device, model.get("cache_dir")))
+                   models=ModelLoader(model.arch, model.pretrained, device, model.get("cache_dir"),
+                                          model.get("tokenizer")))
 
     @property
     def checkpoint_dir(self) -> Path:
