@@ -81,7 +81,8 @@ def test_each_stage_runs_alone_from_saved_checkpoints(smoke_run, tmp_path):
     assert [(r["model"], r["alpha"]) for r in rows] == [("zeroshot", 0.0), ("finetuned", 1.0), ("wiseft", 0.25)]
     assert (run_dir / "checkpoints/wiseft_alpha0.25/model.safetensors").is_file()
 
-    failed = run_cli("smoke=tiny", "logger=none", "stages=[evaluate]", cwd=tmp_path / "nothing", check=False)
+    failed = run_cli("smoke=tiny", "logger=none", "stages=[merge]", "merge=none", cwd=tmp_path / "nothing",
+                     check=False)
     assert failed.returncode != 0 and "checkpoints.finetuned=<dir>" in failed.stderr + failed.stdout
 
 
