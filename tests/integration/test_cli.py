@@ -58,6 +58,7 @@ def test_wandb_offline_run_holds_per_alpha_metrics(smoke_run):
     alphas = sorted(row["wiseft/alpha"] for row in history if "wiseft/alpha" in row)
     assert alphas == [0, 0.5, 1]
     assert any("train/loss" in row for row in history)
+    assert {row["train/epoch"] for row in history if "train/epoch" in row} == {1}  # 1-based, as the console says
     assert info_project(smoke_run) == "wiseft-lab"
 
 

@@ -65,6 +65,10 @@ class EvalSuite:
             if data.expected_size is not None and len(data.dataset) != data.expected_size:
                 log.warning("%s has %d examples, the official count is %d: numbers will not be comparable "
                             "with published ones (incomplete copy?).", name, len(data.dataset), data.expected_size)
+        cached = [p for p in sets.values() if p.images is not None]
+        log.info("Eval sets: %s images%s", ", ".join(f"{n} {len(p)}" for n, p in sets.items()),
+                 f" ({len(cached)} decoded in memory, {sum(p.images.nbytes for p in cached) / 1e6:.1f} MB)"
+                 if cached else "")
         return cls(reference, sets)
 
     @classmethod
@@ -97,8 +101,8 @@ def evaluate(
         raw, labels = [], []
         batches = prepared.batches(batch_size, device)
         if progress:
-            batches = tqdm(batches, desc=f"eval {name}", leave=False, unit="batch",
-                           total=-(-len(prepared) // batch_size))
+            batches = tqdm(batches, desc=f"eval {name}", leave=False, unit="batch",  # only on a terminal
+                           total=-(-len(prepared) // batch_size), disable=None)
         for images, y in batches:
             with autocast(device, precision):
                 logits = model(images)

@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from wiseft_lab.config import ConfigError, check_targets
+from wiseft_lab.console import is_verbose, lift_quiet_console
 from wiseft_lab.data.layouts import check_data_layouts
 from wiseft_lab.io import atomic_write_text
 from wiseft_lab.merging.pool import pool_group
@@ -84,6 +85,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_dir_from_hydra(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
+    verbose = is_verbose(cfg)
+    if verbose:
+        lift_quiet_console()
     logger = None
     previous_handler = _raise_on_sigterm()
     try:
@@ -101,7 +105,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                         "precision": precision})
         config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision}
         logger = create_logger(cfg.get("logger"), run_dir, config, group=sweep_group() or pool_group(cfg),
-                               name=f"{cfg.task_name}-{run_dir.name}")
+                               name=f"{cfg.task_name}-{run_dir.name}", verbose=verbose)
         outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision))
     except BaseException as err:
         atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))

@@ -52,20 +52,21 @@ class WandbLogger:
 
     def __init__(self, *, project: str, run_dir: str | Path, config: Mapping[str, Any], mode: str = "offline",
                  entity: str | None = None, group: str | None = None, name: str | None = None,
-                 job_type: str | None = None, tags: Sequence[str] = ()):
+                 job_type: str | None = None, tags: Sequence[str] = (), verbose: bool = False):
         import wandb
 
         self._wandb = wandb
         mode = resolve_wandb_mode(mode)
+        # silent: W&B's own banner and closing summary stay off the console; the line below says where the run is
         self.run = wandb.init(project=project, entity=entity, group=group, name=name, job_type=job_type,
                               tags=list(tags), dir=str(run_dir), config=dict(config), mode=mode,
-                              reinit="finish_previous")
+                              reinit="finish_previous", settings=wandb.Settings(silent=not verbose))
         written = mode != "disabled" and getattr(self.run, "dir", None)  # a disabled run writes no files
         self.directory = str(Path(self.run.dir).parent) if written else None
-        self.url = getattr(self.run, "url", None)
+        self.url = self.run.url if mode in ("online", "run") else None  # offline, asking warns "URL not available"
         self.run.define_metric("wiseft/alpha")
         self.run.define_metric("wiseft/*", step_metric="wiseft/alpha")
-        log.info("W&B run %s (%s mode) in %s", self.run.id, mode, self.directory)
+        log.info("W&B run %s (%s): %s", self.run.name or self.run.id, mode, self.url or self.directory)
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         self.run.log(dict(metrics), step=step)

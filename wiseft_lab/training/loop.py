@@ -163,7 +163,7 @@ class Trainer:
             self.model.train()
             running, seen, started = 0.0, 0, time.perf_counter()
             batches = tqdm(loader_for_epoch(epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                           total=num_batches, dynamic_ncols=True)
+                           total=num_batches, dynamic_ncols=True, disable=None)  # bars only on a terminal
             self.optimizer.zero_grad(set_to_none=True)
             lr = scheduler.set_step(step)
             for index, (inputs, labels) in enumerate(batches):
@@ -184,12 +184,14 @@ class Trainer:
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     step += 1
-                    self.log_metrics({"train/loss": loss.item(), "train/lr": lr, "train/epoch": epoch}, step)
+                    self.log_metrics({"train/loss": loss.item(), "train/lr": lr, "train/epoch": epoch + 1}, step)
                     lr = scheduler.set_step(step)
                 rate = seen / max(time.perf_counter() - started, 1e-9)
                 batches.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
             summary = {"train/epoch_loss": running / max(seen, 1), "train/lr": lr, "train/images_per_s": rate}
-            self.log_metrics(summary, step)
+            self.log_metrics({**summary, "train/epoch": epoch + 1}, step)
+            log.info("epoch %d/%d: loss %.4f, lr %.2e, %.0f images/s", epoch + 1, cfg.epochs,
+                     summary["train/epoch_loss"], lr, rate)
             self._save_epoch(epoch + 1, step, summary)
         return summary
 
