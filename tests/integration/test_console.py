@@ -48,3 +48,11 @@ def test_a_failure_is_one_message_with_the_traceback_in_error_log(tmp_path):
     assert proc.returncode == 1 and console.count("Run failed:") == 1
     assert "Traceback" not in console and "HYDRA_FULL_ERROR" not in console
     assert "Traceback" in (only_run_dir(tmp_path) / "error.log").read_text()
+
+
+def test_help_describes_the_app_its_groups_and_examples(tmp_path):
+    shown = run_cli("--help", cwd=tmp_path).stdout
+    assert shown.startswith("wiseft-lab: robust fine-tuning of zero-shot models")
+    assert "finetune: bitfit, clipfit, e2e, flyp, lc, lpft" in shown and "merge: " in shown
+    examples = shown.split("== Examples ==")[1].split("\n\n")[0].strip().splitlines()
+    assert len(examples) == 5 and all(line.lstrip().startswith("wiseft-lab") for line in examples)
