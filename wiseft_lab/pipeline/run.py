@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from wiseft_lab.config import ConfigError, check_targets
@@ -25,7 +26,7 @@ from wiseft_lab.console import is_verbose, lift_quiet_console
 from wiseft_lab.data.layouts import check_data_layouts
 from wiseft_lab.io import atomic_write_text
 from wiseft_lab.merging.pool import pool_group
-from wiseft_lab.pipeline.context import RunContext, resolve_device, sweep_group
+from wiseft_lab.pipeline.context import CHECKPOINTS, RunContext, hydra_choice, resolve_device, sweep_group
 from wiseft_lab.pipeline.deprecations import apply_deprecations
 from wiseft_lab.pipeline.evaluate import evaluate
 from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
@@ -34,6 +35,7 @@ from wiseft_lab.pipeline.report import report
 from wiseft_lab.precision import resolve_precision
 from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.run_info import write_run_info
+from wiseft_lab.reporting.wandb_names import job_type, read_sweep, run_name, run_tags, varying_overrides
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,18 @@ def run_dir_from_hydra(cfg: DictConfig) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.paths.output_dir)
+
+
+def logger_fields(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The W&B group, name, job type and tags of this job (:mod:`wiseft_lab.reporting.wandb_names`)."""
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    keys = read_sweep(HydraConfig.get().sweep.dir)[1] if multirun else []
+    varying = varying_overrides(HydraConfig.get().overrides.task if HydraConfig.initialized() else [], keys)
+    logger = cfg.get("logger") or {}
+    kind = logger.get("job_type") or job_type(list(cfg.stages), (cfg.get("merge") or {}).get("kind"))
+    choices = {group: hydra_choice(group) for group in ("experiment", "model", "finetune", "merge")}
+    return {"group": sweep_group() or pool_group(cfg), "name": run_name(cfg.task_name, kind, varying, run_dir.name),
+            "job_type": kind, "tags": run_tags(varying, choices, logger.get("tags") or [])}
 
 
 def run_stages(ctx: RunContext) -> dict[str, Any]:
@@ -100,12 +114,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         device = resolve_device(cfg.device)
         precision = resolve_precision(cfg.precision, device)
         log.info("Device %s, precision %s (precision=%s)", device, precision, cfg.precision)
-        write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
-                       {"run_dir": str(run_dir), "stages": list(cfg.stages), "device": str(device),
-                        "precision": precision})
-        config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision}
-        logger = create_logger(cfg.get("logger"), run_dir, config, group=sweep_group() or pool_group(cfg),
-                               name=f"{cfg.task_name}-{run_dir.name}", verbose=verbose)
+        info = write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
+                              {"run_dir": str(run_dir), "stages": list(cfg.stages), "device": str(device),
+                               "precision": precision})
+        config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision,
+                  "versions": info["versions"]}
+        logger = create_logger(cfg.get("logger"), run_dir, config, verbose=verbose, **logger_fields(cfg, run_dir))
         outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision))
     except BaseException as err:
         atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))
@@ -116,6 +130,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+    logger.log_checkpoints(run_dir / CHECKPOINTS)
     logger.close(exit_code=0)
     outputs["run_dir"] = run_dir
     outputs["wandb"] = logger.directory

@@ -91,7 +91,7 @@ def summary_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """W&B summary: every endpoint's metrics and the best alpha by average shift accuracy."""
     out: dict[str, Any] = {}
     for row in rows:
-        if row["model"] != "wiseft":
+        if row["model"] not in ("wiseft", "ingredient"):  # per-ingredient metrics are a table (loggers.py)
             out.update({f"{row['model']}/{k}": v for k, v in row.items() if k.endswith("/top1")})
     sweep = [r for r in rows if r["model"] == "wiseft" and f"{AVG_SHIFTS}/top1" in r]
     if sweep:
