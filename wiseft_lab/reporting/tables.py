@@ -8,6 +8,16 @@ from typing import Any
 from wiseft_lab.evaluation.suite import AVG_SHIFTS
 
 Row = Mapping[str, Any]
+DECIMALS = 1  # every accuracy table (summary.md, soups.md) shows top-1 in % with this many decimals
+
+
+def percent(value: float) -> str:
+    """A fraction as a table's percentage: ``0.8384 -> "83.8"``."""
+    return f"{100 * float(value):.{DECIMALS}f}"
+
+
+def percent_cell(value: Any) -> str:
+    return "-" if value is None else percent(value)
 
 
 def result_row(model: str, alpha: float | None, metrics: Mapping[str, float], **extra: Any) -> dict[str, Any]:
@@ -71,16 +81,16 @@ def summary_markdown(rows: Sequence[Row], reference: str, shifts: Sequence[str],
             if c not in values:
                 cells.append("-")
             elif f"alpha:{c}" in values:
-                cells.append(f"{values[c]:.1f} (α={values[f'alpha:{c}']:g})")
+                cells.append(f"{percent(values[c] / 100)} (α={values[f'alpha:{c}']:g})")
             else:
-                cells.append(f"{values[c]:.1f}")
+                cells.append(percent(values[c] / 100))
         body.append([label, *cells])
     text = (f"# {title}\n\n" if title else "") + "Top-1 accuracy (%).\n\n" + markdown_table(header, body)
     sweep = [r for r in rows if r["model"] == "wiseft"]
     if sweep:
         text += "\n## WiSE-FT sweep\n\n" + markdown_table(
             ["alpha", *cols],
-            [[f"{r['alpha']:g}", *[f"{100 * r[f'{c}/top1']:.1f}" if f"{c}/top1" in r else "-" for c in cols]]
+            [[f"{r['alpha']:g}", *[percent_cell(r.get(f"{c}/top1")) for c in cols]]
              for r in sorted(sweep, key=lambda r: r["alpha"])])
     text += ("\n*Optimal alpha*: each column takes its own best alpha (an oracle, as in the paper's Table 1).\n"
              if sweep else "")
