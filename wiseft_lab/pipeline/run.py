@@ -123,7 +123,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision))
     except BaseException as err:
         atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))
-        log.error("Run failed: %s\n(full traceback: %s)", err, run_dir / "error.log")
+        reason = f"terminated (exit code {err.code})" if isinstance(err, SystemExit) else err
+        log.error("Run failed: %s\n(full traceback: %s)", reason, run_dir / "error.log")
         if logger is not None:
             logger.close(exit_code=1)
         raise
