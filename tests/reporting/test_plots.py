@@ -12,7 +12,7 @@ from wiseft_lab.reporting.soup_report import soups_markdown
 from wiseft_lab.reporting.tables import summary_markdown
 
 
-def test_labels_sit_on_the_upper_side_perpendicular_to_the_curve():
+def test_labels_sit_outside_the_curve_perpendicular_to_it():
     d = LABEL_OFFSET_PT
     assert label_offsets([0, 1, 2], [5, 5, 5]) == [(0.0, d), (0.0, d), (0.0, d)]  # flat: straight up
     rising = label_offsets([0, 1, 2], [0, 10, 20])  # along the diagonal once both axes are normalised
@@ -20,6 +20,9 @@ def test_labels_sit_on_the_upper_side_perpendicular_to_the_curve():
     falling = label_offsets([0, 1, 2], [20, 10, 0])
     assert falling[1] == pytest.approx((d / math.sqrt(2), d / math.sqrt(2)))
     assert all(math.hypot(*o) == pytest.approx(d) for o in rising + falling)
+    corner = label_offsets([0, 1, 1], [1, 1, 0])  # a bulge: labels away from the centroid (2/3, 2/3)
+    assert corner[1] == pytest.approx((d / math.sqrt(2), d / math.sqrt(2)))
+    assert corner[0] == pytest.approx((0.0, d)) and corner[2] == pytest.approx((d, 0.0))
 
 
 def test_the_endpoints_alphas_are_not_written_over_their_markers():

@@ -34,22 +34,24 @@ def save_figure(fig, path: str | Path) -> Path:
 
 def label_offsets(xs: Sequence[float], ys: Sequence[float], distance: float = LABEL_OFFSET_PT,
                   ) -> list[tuple[float, float]]:
-    """Offsets (in points) that put each point's label on the outer side of the curve, perpendicular to it.
+    """Offsets (in points) that put each point's label outside the curve, perpendicular to it.
 
-    The direction is computed on the axis-normalised curve (x and y scaled by their ranges), so a label moves away
-    from the line whatever the units, and the normal points to the upper left (beyond the curve, where WiSE-FT's
-    curve bulges) rather than into the markers below it.
+    Directions are computed on the axis-normalised curve (x and y scaled by their ranges), so a label moves away
+    from the line whatever the units; "outside" is away from the points' centroid (WiSE-FT's curve bulges away
+    from the straight line between its endpoints), and on a straight line the upper side.
     """
     span_x = (max(xs) - min(xs)) or 1.0
     span_y = (max(ys) - min(ys)) or 1.0
     points = [(x / span_x, y / span_y) for x, y in zip(xs, ys, strict=True)]
+    cx, cy = sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points)
     offsets = []
-    for i in range(len(points)):
+    for i, (px, py) in enumerate(points):
         before, after = points[max(i - 1, 0)], points[min(i + 1, len(points) - 1)]
         tx, ty = after[0] - before[0], after[1] - before[1]
         norm = (tx * tx + ty * ty) ** 0.5
         nx, ny = (-ty / norm, tx / norm) if norm else (0.0, 1.0)
-        if ny < 0 or (ny == 0 and nx > 0):  # the normal on the upper (then left) side
+        outward = nx * (px - cx) + ny * (py - cy)
+        if outward < -1e-9 or (abs(outward) <= 1e-9 and (ny < 0 or (ny == 0 and nx > 0))):
             nx, ny = -nx, -ny
         offsets.append((distance * nx, distance * ny))
     return offsets
