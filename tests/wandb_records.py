@@ -50,7 +50,23 @@ def history_rows(path: str | Path) -> list[dict]:
 
 
 def run_info(path: str | Path) -> dict:
+    """The run record: id, group, project, job type, name, tags and the config (decoded)."""
     for record in records(path):
         if record.WhichOneof("record_type") == "run":
-            return {"id": record.run.run_id, "group": record.run.run_group, "project": record.run.project}
+            run = record.run
+            return {"id": run.run_id, "group": run.run_group, "project": run.project, "job_type": run.job_type,
+                    "name": run.display_name, "tags": list(run.tags),
+                    "config": {item.key: json.loads(item.value_json) for item in run.config.update}}
     raise AssertionError(f"no run record in {path}")
+
+
+def artifacts(path: str | Path) -> list[dict]:
+    """Every logged artifact: name, type, aliases."""
+    return [{"name": r.artifact.name, "type": r.artifact.type, "aliases": list(r.artifact.aliases)}
+            for r in records(path) if r.WhichOneof("record_type") == "artifact"]
+
+
+def step_metrics(path: str | Path) -> dict[str, str]:
+    """``define_metric`` globs and names with their step metric."""
+    return {r.metric.glob_name or r.metric.name: r.metric.step_metric
+            for r in records(path) if r.WhichOneof("record_type") == "metric" and r.metric.step_metric}

@@ -2,7 +2,7 @@
 
 The notebook API is re-exported here and imported lazily, so ``wiseft-lab --help`` stays fast::
 
-    from wiseft_lab import create_clip, build_zeroshot_head, interpolate, evaluate, EvalSuite
+    from wiseft_lab import create_clip, build_zeroshot_head, interpolate, evaluate, EvalSuite, synthetic_styles
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ _EXPORTS = {
     "evaluate": "wiseft_lab.evaluation.suite",
     "EvalSuite": "wiseft_lab.evaluation.suite",
     "TaskData": "wiseft_lab.data.base",
+    "synthetic_styles": "wiseft_lab.data.sources",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -25,14 +25,26 @@ def config_dir() -> str:
     raise FileNotFoundError(f"wiseft-lab configs not found next to {package} (expected conf/train.yaml)")
 
 
+def single_run() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
+
+
 def _run_job(cfg: DictConfig) -> None:
+    from wiseft_lab.console import is_verbose
     from wiseft_lab.errors import UserFacingError
     from wiseft_lab.pipeline.run import run
 
     try:
         outputs = run(cfg)
-    except UserFacingError:
-        # the run has logged the message (it says how to fix the run) and saved the traceback in error.log
+    except Exception as err:
+        # The run has logged one message (for a UserFacingError it says how to fix the run) and saved the traceback
+        # in error.log: no second copy from Hydra. A multirun's other failures stay Hydra's (it marks the job failed
+        # and goes on with the sweep); verbose=true shows Hydra's report too.
+        if is_verbose(cfg) or not (isinstance(err, UserFacingError) or single_run()):
+            raise
         raise SystemExit(1) from None
     if outputs.get("rank", 0) != 0:  # rank 0 reports the run
         return

@@ -58,6 +58,7 @@ def test_wandb_offline_run_holds_per_alpha_metrics(smoke_run):
     alphas = sorted(row["wiseft/alpha"] for row in history if "wiseft/alpha" in row)
     assert alphas == [0, 0.5, 1]
     assert any("train/loss" in row for row in history)
+    assert {row["train/epoch"] for row in history if "train/epoch" in row} == {1}  # 1-based, as the console says
     assert info_project(smoke_run) == "wiseft-lab"
 
 
@@ -81,7 +82,8 @@ def test_each_stage_runs_alone_from_saved_checkpoints(smoke_run, tmp_path):
     assert [(r["model"], r["alpha"]) for r in rows] == [("zeroshot", 0.0), ("finetuned", 1.0), ("wiseft", 0.25)]
     assert (run_dir / "checkpoints/wiseft_alpha0.25/model.safetensors").is_file()
 
-    failed = run_cli("smoke=tiny", "logger=none", "stages=[evaluate]", cwd=tmp_path / "nothing", check=False)
+    failed = run_cli("smoke=tiny", "logger=none", "stages=[merge]", "merge=none", cwd=tmp_path / "nothing",
+                     check=False)
     assert failed.returncode != 0 and "checkpoints.finetuned=<dir>" in failed.stderr + failed.stdout
 
 

@@ -13,6 +13,7 @@ from safetensors import safe_open
 from tests.conftest import run_cli
 from tests.wandb_records import history_rows, records, run_info
 from wiseft_lab.models.checkpoint import load_state_dict
+from wiseft_lab.reporting.wandb_names import group_name
 from wiseft_lab.weight_space.landscape import Plane, pairwise_angles
 from wiseft_lab.weight_space.model_stock import model_stock
 from wiseft_lab.weight_space.soups import greedy_order
@@ -68,7 +69,7 @@ def test_sweep_runs_two_jobs_at_once_and_logs_the_failed_one(sweep):
         meta = json.loads((job / "checkpoints" / "finetuned" / "meta.json").read_text())
         assert 0.0 <= meta["metrics"]["holdout/top1"] <= 1.0 and not (job / "error.log").exists()
     groups = {run_info(_wandb_file(job))["group"] for job in jobs[:3]}
-    assert groups == {sweep_dir.name}
+    assert groups == {group_name(sweep_dir)} and sweep_dir.name in group_name(sweep_dir)
 
 
 def test_soups_from_the_sweep_directory(sweep, soup_run):
@@ -129,14 +130,16 @@ def test_soup_run_is_logged_with_its_sweeps_group(sweep, soup_run):
     sweep_dir, _ = sweep
     run_dir, _ = soup_run
     wandb_file = _wandb_file(run_dir)
-    assert run_info(wandb_file)["group"] == sweep_dir.name
+    info = run_info(wandb_file)
+    assert info["group"] == group_name(sweep_dir) and info["job_type"] == "soup"
     keys = set().union(*history_rows(wandb_file))
     assert {"soups_table/_type", "soups_pool_table/_type", "soups_png/_type", "greedy/holdout_top1",
-            "learned_soup/loss"} <= keys
+            "learned_soup/loss", "ingredients/_type"} <= keys
     summary = _summary(wandb_file)
     assert summary["soups/ingredients"] == ["0", "1", "2"] and summary["soups/pool"] == str(sweep_dir)
-    assert summary["soups/source_group"] == sweep_dir.name and len(summary["soups/source_runs"]) == 3
+    assert summary["soups/source_group"] == group_name(sweep_dir) and len(summary["soups/source_runs"]) == 3
     assert all(summary["soups/source_runs"]) and summary["greedy_soup/ingredients"]
+    assert not [key for key in summary if key.startswith("ingredient/")]  # the ingredients are a table
     assert f"{sweep_dir / '3'}: the job failed" in summary["soups/skipped"][0]
 
 

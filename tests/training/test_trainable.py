@@ -11,7 +11,7 @@ from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.models.factory import register_architectures
 from wiseft_lab.models.zeroshot import ClassificationHead
 from wiseft_lab.training.methods import get_method, list_methods
-from wiseft_lab.training.trainable import Trainable, describe_trainable, select_trainable
+from wiseft_lab.training.trainable import Trainable, describe_trainable, select_trainable, share
 
 NUM_CLASSES = 10
 
@@ -102,3 +102,9 @@ def test_select_and_report(models):
     assert f"total parameters\t{total}" in lines and lines[-1].startswith("trainable share\t")
     # A rule made from a name predicate.
     assert select_trainable(model, Trainable.by_name(lambda name: name == "head.bias")) == ["head.bias"]
+
+
+@pytest.mark.parametrize(("part", "whole", "text"), [
+    (10, 10, "all"), (33_610, 33_611, "all but 1"), (1, 8, "12.5%"), (31, 100_000, "0.031%"), (1, 100, "1.0%")])
+def test_the_trainable_share_reads_as_a_person_would_write_it(part, whole, text):
+    assert share(part, whole) == text

@@ -167,12 +167,12 @@ def _decode_into_memory(name: str, data: TaskData, cache_key: str, max_bytes: fl
     labels = torch.empty(len(data.dataset), dtype=torch.long)
     offset = 0
     loader = _loader(data.dataset, batch_size, num_workers, pin_memory=False)
-    for x, y in tqdm(loader, desc=f"decode {name}", leave=False, unit="batch"):
+    for x, y in tqdm(loader, desc=f"decode {name}", leave=False, unit="batch", disable=None):
         images[offset:offset + len(y)] = x
         labels[offset:offset + len(y)] = torch.as_tensor(y)
         offset += len(y)
     _MEMORY[cache_key] = (images, labels)
-    log.info("Cached eval set %s: %d images, %.1f MB", name, len(labels), needed / 1e6)
+    log.debug("Cached eval set %s: %d images, %.1f MB", name, len(labels), needed / 1e6)
     return True
 
 

@@ -111,6 +111,10 @@ class EvalSuite:
             if data.expected_size is not None and len(data.dataset) != data.expected_size:
                 log.warning("%s has %d examples, the official count is %d: numbers will not be comparable "
                             "with published ones (incomplete copy?).", name, len(data.dataset), data.expected_size)
+        cached = [p for p in sets.values() if p.images is not None]
+        log.info("Eval sets: %s images%s", ", ".join(f"{n} {len(p)}" for n, p in sets.items()),
+                 f" ({len(cached)} decoded in memory, {sum(p.images.nbytes for p in cached) / 1e6:.1f} MB)"
+                 if cached else "")
         return cls(reference, sets, dict(groups or {}))
 
     @classmethod
@@ -234,7 +238,8 @@ def _logit_batches(model: nn.Module, name: str, prepared: PreparedSet, batch_siz
     batches = prepared.batches(batch_size, device, examples=shard(len(prepared), world) if world.distributed else None)
     progress = progress and world.is_main
     if progress:
-        batches = tqdm(batches, desc=f"eval {name}", leave=False, unit="batch", total=-(-len(prepared) // batch_size))
+        batches = tqdm(batches, desc=f"eval {name}", leave=False, unit="batch",  # only on a terminal
+                       total=-(-len(prepared) // batch_size), disable=None)
     for images, y in batches:
         y = torch.as_tensor(y)
         with autocast(device, precision):

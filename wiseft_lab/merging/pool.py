@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from wiseft_lab.evaluation.suite import HOLDOUT
 from wiseft_lab.merging.registry import ModelEntry
 from wiseft_lab.models.checkpoint import META_FILE, is_checkpoint, load_state_dict, read_meta
+from wiseft_lab.reporting.wandb_names import group_name
 
 HOLDOUT_KEY = f"{HOLDOUT}/top1"
 SOUP_KIND = "soups"
@@ -155,13 +156,13 @@ def pool_group(cfg: DictConfig) -> str | None:
     merge = cfg.get("merge") or {}
     pool = merge.get("pool") if merge.get("kind") == SOUP_KIND else None
     if isinstance(pool, str) and not glob.has_magic(pool) and _is_multirun_dir(Path(pool)):
-        return Path(pool).resolve().name
+        return group_name(pool)
     return None
 
 
 def pool_group_of(pool: Sequence[Ingredient]) -> str | None:
     parents = {i.run_dir.parent.resolve() for i in pool if i.run_dir is not None}
-    return next(iter(parents)).name if len(parents) == 1 and _is_multirun_dir(next(iter(parents))) else None
+    return group_name(next(iter(parents))) if len(parents) == 1 and _is_multirun_dir(next(iter(parents))) else None
 
 
 def resolve_pretrained(pretrained: str | None, zeroshot: Path | None, pool: list[Ingredient]) -> Path:

@@ -179,6 +179,13 @@ def is_open_clip_file(path: str | Path) -> bool:
     return path.is_file() and path.suffix in OPEN_CLIP_SUFFIXES
 
 
+def is_open_clip_source(path: str | Path) -> bool:
+    """An open_clip file or export directory (what :func:`load_open_clip_state` reads), not a wiseft-lab checkpoint."""
+    path = Path(path)
+    return is_open_clip_file(path) or (path.is_dir() and not is_checkpoint(path)
+                                       and (path / OPEN_CLIP_WEIGHTS).is_file())
+
+
 def _strip_ddp_prefix(state: Mapping[str, torch.Tensor]) -> StateDict:
     if state and all(k.startswith(DDP_PREFIX) for k in state):
         return {k[len(DDP_PREFIX):]: v for k, v in state.items()}

@@ -22,8 +22,10 @@ from wiseft_lab.models.text_head import build_text_head, finalize_text_head
 class ModelLoader:
     """Builds the run's bundle lazily and keeps one skeleton classifier for the run's checkpoints."""
 
-    def __init__(self, arch: str, pretrained: str | None, device: torch.device, cache_dir: str | None = None):
+    def __init__(self, arch: str, pretrained: str | None, device: torch.device, cache_dir: str | None = None,
+                 tokenizer: str | None = None):
         self.arch, self.pretrained, self.device, self.cache_dir = arch, pretrained, device, cache_dir
+        self.tokenizer = tokenizer  # a local HF tokenizer directory (model.tokenizer), for hub-tokenizer archs
         self._bundle: ClipBundle | None = None
         self._skeleton: ImageClassifier | None = None
         self._meta: CheckpointMeta | None = None
@@ -31,7 +33,8 @@ class ModelLoader:
     def bundle(self) -> ClipBundle:
         """The open_clip model with ``model.pretrained`` weights (or the checkpoint architecture's, see module doc)."""
         if self._bundle is None:
-            self._bundle = create_clip(self.arch, self.pretrained, device=self.device, cache_dir=self.cache_dir)
+            self._bundle = create_clip(self.arch, self.pretrained, device=self.device, cache_dir=self.cache_dir,
+                                       tokenizer=self.tokenizer)
         return self._bundle
 
     @property
@@ -46,7 +49,8 @@ class ModelLoader:
             meta = read_meta(checkpoint)
             if self._bundle is None:  # evaluated or merged on its own: its architecture and eval preprocessing
                 self._bundle = with_eval_preprocess(
-                    create_clip(meta.arch, None, device=self.device, cache_dir=self.cache_dir), meta.preprocess)
+                    create_clip(meta.arch, None, device=self.device, cache_dir=self.cache_dir,
+                                tokenizer=self.tokenizer), meta.preprocess)
             state = load_state_dict(checkpoint)
             self._skeleton = classifier_from_state(self._bundle.model, state, meta).to(self.device)
             self._meta = meta

@@ -37,6 +37,7 @@ from wiseft_lab.data.splits import LabeledSubset, hash_order, train_and_holdout
 from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite
 from wiseft_lab.merging.registry import MergeStrategy
 from wiseft_lab.models.loader import ModelLoader
+from wiseft_lab.reporting.wandb_names import group_name
 from wiseft_lab.training.job import FinetuneMethod
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,9 @@ def hydra_choice(group: str) -> str | None:
 
 
 def sweep_group() -> str | None:
-    """Jobs of one multirun share a W&B group: the sweep directory's name (None outside a multirun)."""
+    """Jobs of one multirun share a W&B group named after the sweep (None outside a multirun)."""
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return Path(HydraConfig.get().sweep.dir).name
+        return group_name(HydraConfig.get().sweep.dir)
     return None
 
 
@@ -130,7 +131,8 @@ class RunContext:
         return cls(cfg=cfg, run_dir=run_dir, logger=logger, device=device, precision=precision,
                    method=instantiate_checked(cfg.finetune, "finetune"),
                    strategy=instantiate_checked(cfg.merge, "merge"),
-                   models=ModelLoader(model.arch, model.pretrained, device, model.get("cache_dir")),
+                   models=ModelLoader(model.arch, model.pretrained, device, model.get("cache_dir"),
+                                      model.get("tokenizer")),
                    data_workers=workers[0], eval_workers=workers[1])
 
     @property

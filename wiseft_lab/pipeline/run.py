@@ -18,14 +18,24 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from wiseft_lab import distributed
 from wiseft_lab.config import ConfigError, check_targets
+from wiseft_lab.console import is_verbose, lift_quiet_console
 from wiseft_lab.data.eval_sets import check_data_layouts
 from wiseft_lab.io import atomic_write_text
 from wiseft_lab.merging.pool import pool_group
-from wiseft_lab.pipeline.context import RunContext, available_cores, resolve_device, resolve_workers, sweep_group
+from wiseft_lab.pipeline.context import (
+    CHECKPOINTS,
+    RunContext,
+    available_cores,
+    hydra_choice,
+    resolve_device,
+    resolve_workers,
+    sweep_group,
+)
 from wiseft_lab.pipeline.deprecations import apply_deprecations
 from wiseft_lab.pipeline.evaluate import check_classes, evaluate
 from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
@@ -35,6 +45,7 @@ from wiseft_lab.pipeline.report import report
 from wiseft_lab.precision import resolve_precision
 from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.run_info import write_run_info
+from wiseft_lab.reporting.wandb_names import job_type, read_sweep, run_name, run_tags, varying_overrides
 from wiseft_lab.training.loop import request_stop
 
 log = logging.getLogger(__name__)
@@ -52,6 +63,18 @@ def run_dir_from_hydra(cfg: DictConfig) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.paths.output_dir)
+
+
+def logger_fields(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The W&B group, name, job type and tags of this job (:mod:`wiseft_lab.reporting.wandb_names`)."""
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    keys = read_sweep(HydraConfig.get().sweep.dir)[1] if multirun else []
+    varying = varying_overrides(HydraConfig.get().overrides.task if HydraConfig.initialized() else [], keys)
+    logger = cfg.get("logger") or {}
+    kind = logger.get("job_type") or job_type(list(cfg.stages), (cfg.get("merge") or {}).get("kind"))
+    choices = {group: hydra_choice(group) for group in ("experiment", "model", "finetune", "merge")}
+    return {"group": sweep_group() or pool_group(cfg), "name": run_name(cfg.task_name, kind, varying, run_dir.name),
+            "job_type": kind, "tags": run_tags(varying, choices, logger.get("tags") or [])}
 
 
 def run_stages(ctx: RunContext) -> dict[str, Any]:
@@ -92,6 +115,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_dir_from_hydra(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
+    verbose = is_verbose(cfg)
+    if verbose:
+        lift_quiet_console()
     logger = None
     previous_handler = _raise_on_sigterm()
     try:
@@ -109,25 +135,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                    resolve_workers(cfg.eval.num_workers, "eval.num_workers"))
         log.info("Device %s, precision %s (precision=%s), DataLoader workers: data %d, eval %d (of %d cores)",
                  device, precision, cfg.precision, *workers, available_cores())
-        write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
-                       {"run_dir": str(run_dir), "stages": list(cfg.stages), "device": str(device),
-                        "precision": precision, "workers": {"data": workers[0], "eval": workers[1]},
-                        **world_info})
+        info = write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
+                              {"run_dir": str(run_dir), "stages": list(cfg.stages), "device": str(device),
+                               "precision": precision, "workers": {"data": workers[0], "eval": workers[1]},
+                               **world_info})
         config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision,
-                  "resolved_workers": {"data": workers[0], "eval": workers[1]}}
-        logger = create_logger(cfg.get("logger") if world.is_main else None, run_dir, config,
-                               group=sweep_group() or pool_group(cfg), name=f"{cfg.task_name}-{run_dir.name}")
+                  "resolved_workers": {"data": workers[0], "eval": workers[1]}, "versions": info["versions"]}
+        logger = create_logger(cfg.get("logger") if world.is_main else None, run_dir, config, verbose=verbose,
+                               **logger_fields(cfg, run_dir))
         outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision, workers))
     except BaseException as err:
         error_log = error_log_path(distributed.current(), run_dir)
         atomic_write_text(error_log, "".join(traceback.format_exception(err)), every_rank=True)
-        log.error("Run failed: %s\n(full traceback: %s)", err, error_log)
+        reason = f"terminated (exit code {err.code})" if isinstance(err, SystemExit) else err
+        log.error("Run failed: %s\n(full traceback: %s)", reason, error_log)
         if logger is not None:
             logger.close(exit_code=1)
         raise
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+    logger.log_checkpoints(run_dir / CHECKPOINTS)
     logger.close(exit_code=0)
     outputs["run_dir"] = run_dir
     outputs["rank"] = distributed.current().rank

@@ -43,4 +43,4 @@ def contour_figure(rows: Sequence[Mapping[str, Any]], key: str, models: Sequence
     ax.set_ylabel("y (orthogonal, towards the second)")
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_title(title or key, fontsize=10)
-    return save_figure(fig, path, also=["pdf"])
+    return save_figure(fig, path)

@@ -18,6 +18,10 @@ from wiseft_lab.reporting.tables import score_key, scores
 
 log = logging.getLogger(__name__)
 
+# logged series with a step of their own: prefix -> the step key (wiseft/alpha, greedy/step, learned_soup/step, ...)
+STEP_METRICS = {"wiseft": "alpha", "greedy": "step", "learned_soup": "step", "learned_soup_per_layer": "step"}
+EPOCH_PREFIX = "epoch_"  # per-epoch checkpoints (resume state), not artifacts
+
 
 class NullLogger:
     """``logger=none``: metrics only go to the run directory."""
@@ -38,6 +42,8 @@ class NullLogger:
 
     def summary(self, metrics: Mapping[str, Any]) -> None: ...
 
+    def log_checkpoints(self, directory: str | Path) -> None: ...
+
     def close(self, exit_code: int = 0) -> None: ...
 
 
@@ -54,20 +60,24 @@ class WandbLogger:
 
     def __init__(self, *, project: str, run_dir: str | Path, config: Mapping[str, Any], mode: str = "offline",
                  entity: str | None = None, group: str | None = None, name: str | None = None,
-                 job_type: str | None = None, tags: Sequence[str] = ()):
+                 job_type: str | None = None, tags: Sequence[str] = (), log_checkpoints: bool = False,
+                 verbose: bool = False):
         import wandb
 
         self._wandb = wandb
         mode = resolve_wandb_mode(mode)
+        # silent: W&B's own banner and closing summary stay off the console; the line below says where the run is
         self.run = wandb.init(project=project, entity=entity, group=group, name=name, job_type=job_type,
                               tags=list(tags), dir=str(run_dir), config=dict(config), mode=mode,
-                              reinit="finish_previous")
+                              reinit="finish_previous", settings=wandb.Settings(silent=not verbose))
         written = mode != "disabled" and getattr(self.run, "dir", None)  # a disabled run writes no files
         self.directory = str(Path(self.run.dir).parent) if written else None
-        self.url = getattr(self.run, "url", None)
-        self.run.define_metric("wiseft/alpha")
-        self.run.define_metric("wiseft/*", step_metric="wiseft/alpha")
-        log.info("W&B run %s (%s mode) in %s", self.run.id, mode, self.directory)
+        self.url = self.run.url if mode in ("online", "run") else None  # offline, asking warns "URL not available"
+        self.checkpoints = log_checkpoints
+        for prefix, step in STEP_METRICS.items():  # their curves plot against their own step, not W&B's
+            self.run.define_metric(f"{prefix}/{step}")
+            self.run.define_metric(f"{prefix}/*", step_metric=f"{prefix}/{step}")
+        log.info("W&B run %s (%s): %s", self.run.name or self.run.id, mode, self.url or self.directory)
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         self.run.log(dict(metrics), step=step)
@@ -76,6 +86,9 @@ class WandbLogger:
         """The results as a table, each WiSE-FT alpha as a point of ``wiseft/*``, and the curve as a plot."""
         table = self._table(rows)
         payload: dict[str, Any] = {"results": table}
+        ingredients = [r for r in rows if r["model"] == "ingredient"]
+        if ingredients:  # one row per ingredient: a table, not ingredient/* keys each overwriting the last
+            payload["ingredients"] = self._table(ingredients)
         sweep = sorted((r for r in rows if r["model"] == "wiseft"), key=lambda r: r["alpha"])
         for row in sweep:
             self.run.log({"wiseft/alpha": row["alpha"],
@@ -103,6 +116,24 @@ class WandbLogger:
 
     def summary(self, metrics: Mapping[str, Any]) -> None:
         self.run.summary.update(dict(metrics))
+
+    def log_checkpoints(self, directory: str | Path) -> None:
+        """With ``logger.log_checkpoints=true``: every final checkpoint of the run (not the per-epoch ones) as a
+        ``model`` artifact named ``<checkpoint>-<run id>``, its ``meta.json`` essentials as metadata."""
+        from wiseft_lab.models.checkpoint import is_checkpoint, read_meta
+
+        if not self.checkpoints or not Path(directory).is_dir():
+            return
+        for path in sorted(Path(directory).iterdir()):
+            if not is_checkpoint(path) or path.name.startswith(EPOCH_PREFIX):
+                continue
+            meta = read_meta(path)
+            artifact = self._wandb.Artifact(f"{path.name}-{self.run.id}", type="model", metadata={
+                "arch": meta.arch, "pretrained": meta.pretrained, "method": meta.method, "dataset": meta.dataset,
+                "seed": meta.seed, "precision": meta.precision, "metrics": meta.metrics})
+            artifact.add_dir(str(path))
+            self.run.log_artifact(artifact, aliases=["latest", path.name])
+        log.info("W&B: logged the checkpoints of %s as artifacts", directory)
 
     def close(self, exit_code: int = 0) -> None:
         self.run.finish(exit_code=exit_code)

@@ -19,27 +19,33 @@ import matplotlib.pyplot as plt  # noqa: E402
 from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT  # noqa: E402
 from wiseft_lab.io import atomic_write_text, read_json, write_csv  # noqa: E402
 from wiseft_lab.merging.soups import PAIR_MODEL  # noqa: E402
-from wiseft_lab.reporting.plots import axis_metric, save_figure  # noqa: E402
-from wiseft_lab.reporting.tables import column_label, markdown_table, score, score_key, score_note  # noqa: E402
+from wiseft_lab.reporting.plots import axis_metric, label_alphas, save_figure  # noqa: E402
+from wiseft_lab.reporting.tables import (  # noqa: E402
+    column_label,
+    markdown_table,
+    percent_cell,
+    score,
+    score_key,
+    score_note,
+)
 from wiseft_lab.weight_space.landscape import interpolation_advantage  # noqa: E402
 
 HOLDOUT_TOP1 = f"{HOLDOUT}/top1"
 # (results.jsonl model, table label, marker, colour, size) in the paper's order
 METHODS = (
-    ("zeroshot", "Zero-shot (initialization)", "h", "slategray", 150),
-    ("best_individual", "Best individual model", "D", "tab:green", 140),
-    ("uniform_soup", "Uniform soup", "o", "C0", 200),
-    ("greedy_soup", "Greedy soup", "*", "C4", 400),
-    ("learned_soup", "Learned soup", "^", "C1", 200),
-    ("learned_soup_per_layer", "Learned soup (per layer)", "v", "C3", 200),
-    ("fisher_soup", "Fisher merging", "P", "C5", 200),
-    ("ensemble", "Ensemble (mean logits)", "X", "black", 200),
+    ("zeroshot", "Zero-shot (initialization)", "h", "slategray", 110),
+    ("best_individual", "Best individual model", "D", "tab:green", 90),
+    ("uniform_soup", "Uniform soup", "o", "C0", 110),
+    ("greedy_soup", "Greedy soup", "*", "C4", 220),
+    ("learned_soup", "Learned soup", "^", "C1", 110),
+    ("learned_soup_per_layer", "Learned soup (per layer)", "v", "C3", 110),
+    ("fisher_soup", "Fisher merging", "P", "C5", 110),
+    ("ensemble", "Ensemble (mean logits)", "X", "black", 110),
 )
+SHORT = {"zeroshot": "zero-shot", "best_individual": "best", "uniform_soup": "uniform", "greedy_soup": "greedy",
+         "learned_soup": "learned", "learned_soup_per_layer": "learned/layer", "fisher_soup": "Fisher",
+         "ensemble": "ensemble"}
 LABELS = {m: label for m, label, *_ in METHODS}
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None else f"{100 * float(value):.2f}"
 
 
 def method_rows(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
@@ -60,8 +66,8 @@ def soups_markdown(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Se
     cols = [reference, *shifts] + ([AVG_SHIFTS] if shifts else [])
     header = ["Method", "Ingredients", "Held-out",
               *[column_label(rows, c, reference) for c in cols]]
-    body = [[LABELS[m], row.get("n_ingredients", "-"), _pct(row.get(HOLDOUT_TOP1)),
-             *[_pct(score(row, c)) for c in cols]] for m, row in method_rows(rows)]
+    body = [[LABELS[m], row.get("n_ingredients", "-"), percent_cell(row.get(HOLDOUT_TOP1)),
+             *[percent_cell(score(row, c)) for c in cols]] for m, row in method_rows(rows)]
     pool = summary.get("ingredients", [])
     text = (f"# Model soups: {title}\n\n" if title else "# Model soups\n\n")
     text += (f"Pool: {len(pool)} ingredients from `{summary.get('pool_spec')}`"
@@ -86,8 +92,9 @@ def soups_markdown(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Se
     ingredient_rows = []
     for item in pool:
         row = by_name.get(item["name"], {})
-        ingredient_rows.append([f"`{item['name']}`", item.get("label") or "", _pct(item.get(HOLDOUT_TOP1)),
-                                *[_pct(score(row, c)) for c in (reference, AVG_SHIFTS if shifts else reference)],
+        scored = (reference, AVG_SHIFTS if shifts else reference)
+        ingredient_rows.append([f"`{item['name']}`", item.get("label") or "", percent_cell(item.get(HOLDOUT_TOP1)),
+                                *[percent_cell(score(row, c)) for c in scored],
                                 "yes" if item["name"] in accepted else ""])
     if ingredient_rows:
         text += "\n## Ingredients\n\n" + markdown_table(
@@ -100,7 +107,8 @@ def soups_markdown(rows: Sequence[Mapping[str, Any]], reference: str, shifts: Se
                  "deltas from the zero-shot model, and the accuracy of their average minus the mean of their "
                  "accuracies (points; model soups Fig. 3).\n\n" + markdown_table(
                      ["Pair", "Angle (deg)", *[f"Gain {k.split('/')[1]}" for k in gains]],
-                     [[f"`{r['pair']}`", f"{r['angle']:.2f}", *[_pct(r.get(k)) for k in gains]] for r in angles]))
+                     [[f"`{r['pair']}`", f"{r['angle']:.2f}", *[percent_cell(r.get(k)) for k in gains]]
+                     for r in angles]))
     if summary.get("skipped"):
         text += "\n## Skipped\n\n" + "".join(f"- `{s['source']}`: {s['reason']}\n" for s in summary["skipped"])
     return text
@@ -164,18 +172,25 @@ def soups_figure(rows: Sequence[Mapping[str, Any]], reference: str, path: str | 
     ingredients = [r for r in rows if r["model"] == "ingredient" and x_key in r and y_key in r]
     if ingredients:
         xs, ys = zip(*(xy(r) for r in ingredients), strict=True)
-        ax.scatter(xs, ys, marker="d", color="C2", s=90, alpha=0.8, label="Ingredients (fine-tuned models)",
-                   zorder=5)
+        ax.scatter(xs, ys, marker="d", color="C2", s=45, alpha=0.6, label="Ingredients (fine-tuned models)",
+                   zorder=5, edgecolor="none")
+        for row, x, y in zip(ingredients, xs, ys, strict=True):
+            ax.annotate(str(row.get("ingredient", "")), (x, y), textcoords="offset points", xytext=(0, -9),
+                        fontsize=6, ha="center", va="top", color="tab:green")
     sweep = sorted((r for r in rows if r["model"] == "wiseft" and x_key in r), key=lambda r: r["alpha"])
     if sweep:
         xs, ys = zip(*(xy(r) for r in sweep), strict=True)
         ax.plot(xs, ys, "-o", color="tab:purple", ms=3, lw=1.2, label="WiSE-FT of the best ingredient", zorder=4)
+        label_alphas(ax, sweep, xs, ys, skip={0.0, 1.0})  # alpha 0 and 1 are the zero-shot and best markers
     for method, row in method_rows(rows):
         if x_key not in row or y_key not in row:
             continue
         _, label, marker, colour, size = next(m for m in METHODS if m[0] == method)
         ax.scatter(*xy(row), marker=marker, color=colour, s=size, label=label, zorder=10, edgecolor="black",
-                   linewidth=0.6)
+                   linewidth=0.6, alpha=0.9)
+        ax.annotate(SHORT[method], xy(row), textcoords="offset points", xytext=(8, 6), fontsize=8, color=colour,
+                    zorder=11)
+    ax.margins(0.1)
     ax.set_xlabel(f"{reference} ({axis_metric(x_key)}, %)", fontsize=13)
     ax.set_ylabel(f"Avg. {axis_metric(y_key)} on distribution shifts (%)", fontsize=13)
     if title:

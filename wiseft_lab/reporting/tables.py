@@ -12,6 +12,16 @@ from wiseft_lab.evaluation.holdout import TEMPERATURE
 from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT
 
 Row = Mapping[str, Any]
+DECIMALS = 1  # every accuracy table (summary.md, soups.md) shows top-1 in % with this many decimals
+
+
+def percent(value: float) -> str:
+    """A fraction as a table's percentage: ``0.8384 -> "83.8"``."""
+    return f"{100 * float(value):.{DECIMALS}f}"
+
+
+def percent_cell(value: Any) -> str:
+    return "-" if value is None else percent(value)
 
 
 def result_row(model: str, alpha: float | None, metrics: Mapping[str, float], **extra: Any) -> dict[str, Any]:
@@ -115,16 +125,16 @@ def summary_markdown(rows: Sequence[Row], reference: str, shifts: Sequence[str],
             if c not in values:
                 cells.append("-")
             elif f"alpha:{c}" in values:
-                cells.append(f"{values[c]:.1f} (α={values[f'alpha:{c}']:g})")
+                cells.append(f"{percent(values[c] / 100)} (α={values[f'alpha:{c}']:g})")
             else:
-                cells.append(f"{values[c]:.1f}")
+                cells.append(percent(values[c] / 100))
         body.append([label, *cells])
     text = (f"# {title}\n\n" if title else "") + f"{score_note(rows, cols)}\n\n" + markdown_table(header, body)
     sweep = [r for r in rows if r["model"] == "wiseft"]
     if sweep:
         text += "\n## WiSE-FT sweep\n\n" + markdown_table(
             ["alpha", *[column_label(rows, c, reference) for c in cols]],
-            [[f"{r['alpha']:g}", *[f"{100 * score(r, c):.1f}" if score(r, c) is not None else "-" for c in cols]]
+            [[f"{r['alpha']:g}", *[percent_cell(score(r, c)) for c in cols]]
              for r in sorted(sweep, key=lambda r: r["alpha"])])
     text += ("\n*Optimal alpha*: each column takes its own best alpha (an oracle, as in the paper's Table 1).\n"
              if sweep else "")
@@ -139,7 +149,7 @@ def alpha_selection_markdown(rows: Sequence[Row], reference: str) -> str:
     regret = f"regret/{AVG_SHIFTS}/top1"
 
     def pct(row: Row, key: str) -> str:
-        return "-" if row.get(key) is None else f"{100 * row[key]:.1f}"
+        return percent_cell(row.get(key))
 
     body = [[f"`{r['rule']}`", "-" if r["alpha"] is None else f"{r['alpha']:g}", pct(r, f"{HOLDOUT}/top1"),
              pct(r, f"{reference}/top1"), pct(r, f"{AVG_SHIFTS}/top1"), pct(r, regret),
@@ -160,8 +170,7 @@ def other_models_markdown(rows: Sequence[Row], cols: Sequence[str]) -> str:
     if not others:
         return ""
     return "\n## Other models\n\n" + markdown_table(
-        ["model", *cols], [[_row_label(r), *["-" if score(r, c) is None else f"{100 * score(r, c):.1f}"
-                                             for c in cols]] for r in others])
+        ["model", *cols], [[_row_label(r), *[percent_cell(score(r, c)) for c in cols]] for r in others])
 
 
 def score_note(rows: Sequence[Row], cols: Sequence[str]) -> str:
@@ -177,7 +186,7 @@ def summary_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """W&B summary: every endpoint's scores and the best alpha by the average over the shifts."""
     out: dict[str, Any] = {}
     for row in rows:
-        if row["model"] != "wiseft":
+        if row["model"] not in ("wiseft", "ingredient"):  # per-ingredient metrics are a table (loggers.py)
             name = row["model"] if row.get("rule") is None else f"{row['model']}:{row['rule']}"
             out.update({f"{name}/{k}": v for k, v in scores(row).items()})
             if row.get("rule") is not None:

@@ -243,7 +243,8 @@ class Trainer:
             self.model.train()
             started = time.perf_counter()
             batches = tqdm(loader_for_epoch(epoch, first), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                           total=num_batches, initial=first, dynamic_ncols=True, disable=not world.is_main)
+                           total=num_batches, initial=first, dynamic_ncols=True,
+                           disable=None if world.is_main else True)  # bars only on rank 0's terminal
             self.optimizer.zero_grad(set_to_none=True)
             lr = scheduler.set_step(step)
             for index, (inputs, labels) in enumerate(batches, start=first):
@@ -271,7 +272,7 @@ class Trainer:
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     step += 1
-                    self.log_metrics({"train/loss": value, "train/lr": lr, "train/epoch": epoch}, step)
+                    self.log_metrics({"train/loss": value, "train/lr": lr, "train/epoch": epoch + 1}, step)
                     lr = scheduler.set_step(step)
                     stop = _STOP.is_set()
                     if index + 1 < num_batches and (stop or (every and step % every == 0)):
@@ -282,7 +283,9 @@ class Trainer:
                 rate = seen / max(time.perf_counter() - started, 1e-9)
                 batches.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
             summary = {"train/epoch_loss": running / max(seen, 1), "train/lr": lr, "train/images_per_s": rate}
-            self.log_metrics(summary, step)
+            self.log_metrics({**summary, "train/epoch": epoch + 1}, step)
+            log.info("epoch %d/%d: loss %.4f, lr %.2e, %.0f images/s", epoch + 1, cfg.epochs,
+                     summary["train/epoch_loss"], lr, rate)
             saved = self._save_epoch(epoch + 1, step, summary)
             if _STOP.is_set() and epoch + 1 < cfg.epochs:
                 raise Preempted(f"Stopped after epoch {epoch + 1} (pre-empted); resume=true continues from {saved}")

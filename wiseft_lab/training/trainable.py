@@ -87,6 +87,18 @@ def describe_trainable(model: torch.nn.Module) -> str:
 def write_trainable_report(model: torch.nn.Module, path: Path) -> str:
     report = describe_trainable(model)
     atomic_write_text(path, report)
-    tail = report.strip().splitlines()[-4:]
-    log.info("Trainable: %s", "; ".join(line.replace("\t", " ") for line in tail))
+    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("Trainable: %s of %s parameters (%s; every tensor in %s)", f"{count:,}", f"{total:,}",
+             share(count, total), path.name)
     return report
+
+
+def share(part: int, whole: int) -> str:
+    """A share as a person reads it (``all``, ``all but 512``, ``12.5%``, ``0.031%``), not ``99.999927%``."""
+    percent = 100 * part / max(whole, 1)
+    if part == whole:
+        return "all"
+    if percent >= 99.9:
+        return f"all but {whole - part:,}"
+    return f"{percent:.1f}%" if percent >= 1 else f"{percent:.2g}%"

@@ -29,7 +29,7 @@ def image_features(model: ImageClassifier, dataset, batch_size: int, num_workers
     model.eval()
     features, labels = [], []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    for images, y in tqdm(loader, desc="features", unit="batch"):
+    for images, y in tqdm(loader, desc="features", unit="batch", disable=None):
         with autocast(device, precision):
             features.append(model.image_features(images.to(device)).float().cpu())
         labels.append(torch.as_tensor(y))
