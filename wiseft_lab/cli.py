@@ -23,15 +23,35 @@ def config_dir() -> str:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig):
+    """One job. In a multirun, a failure of any kind is returned, not raised: the job has recorded it (error.log,
+    job.json, its W&B run finished with the exit code) and the other jobs go on; the sweep's summary lists it
+    and the multirun exits non-zero (:class:`wiseft_lab.sweeps.callback.SweepCallback`)."""
     from wiseft_lab.errors import UserFacingError
-    from wiseft_lab.pipeline.run import run
+    from wiseft_lab.pipeline.run import Terminated, run, run_dir_from_hydra
+    from wiseft_lab.sweeps.jobs import COMPLETED, FAILED, JobOutcome, failure_reason, in_multirun
+    from wiseft_lab.sweeps.summary import objective
 
     try:
         outputs = run(cfg)
-    except UserFacingError:
-        # the run has logged the message (it says how to fix the run) and saved the traceback in error.log
-        raise SystemExit(1) from None
+    except (KeyboardInterrupt, Terminated):
+        raise  # stopped from outside: the sweep stops too
+    except BaseException as err:  # noqa: BLE001 - SystemExit included: a user error must not end a sweep
+        if in_multirun():
+            return JobOutcome(FAILED, str(run_dir_from_hydra(cfg)), failure_reason(err))
+        if isinstance(err, UserFacingError):
+            # the run has logged the message (it says how to fix the run) and saved the traceback in error.log
+            raise SystemExit(1) from None
+        raise
+    run_dir = outputs["run_dir"]
+    if outputs.get("skipped"):
+        print(f"Run directory: {run_dir} (finished before: skipped)")
+    else:
+        print_outputs(outputs)
+    return JobOutcome(COMPLETED, str(run_dir), objective=objective(run_dir)) if in_multirun() else None
+
+
+def print_outputs(outputs: dict) -> None:
     lines = [f"Run directory: {outputs['run_dir']}"]
     for key, label in (("summary", "Table"), ("plot", "Plot"), ("results", "Results")):
         if key in outputs:

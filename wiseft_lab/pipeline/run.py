@@ -33,6 +33,7 @@ from wiseft_lab.pipeline.report import report
 from wiseft_lab.precision import resolve_precision
 from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.run_info import write_run_info
+from wiseft_lab.sweeps.jobs import exit_code, finish_job, finished_before, start_job
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,15 @@ def run_stages(ctx: RunContext) -> dict[str, Any]:
     return report(ctx, evaluate(ctx, candidates))
 
 
+class Terminated(SystemExit):
+    """SIGTERM: the job is being stopped from outside (a multirun does not go on past it)."""
+
+
 def _raise_on_sigterm():
     """Turn SIGTERM (a scheduler's pre-emption, ``kill``) into an exception, so a killed job still writes its
     error.log and finishes its W&B run; returns the previous handler (None off the main thread)."""
     def terminate(signum, frame):
-        raise SystemExit(128 + signum)
+        raise Terminated(128 + signum)
 
     try:
         return signal.signal(signal.SIGTERM, terminate)
@@ -82,7 +87,12 @@ def _raise_on_sigterm():
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job: set up the run dir and logger, run the stages, always close the logger."""
     run_dir = run_dir_from_hydra(cfg)
+    done = finished_before(cfg.get("resume"), run_dir)
+    if done is not None:
+        log.info("Job %s finished before (%s): skipped, nothing re-run or re-logged", run_dir, run_dir / "job.json")
+        return {"run_dir": run_dir, "skipped": True, "wandb": None, "wandb_url": None}
     run_dir.mkdir(parents=True, exist_ok=True)
+    job = start_job(run_dir)
     seed_everything(int(cfg.seed))
     logger = None
     previous_handler = _raise_on_sigterm()
@@ -105,14 +115,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision))
     except BaseException as err:
         atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))
+        finish_job(run_dir, job, err)
         log.error("Run failed: %s\n(full traceback: %s)", err, run_dir / "error.log")
         if logger is not None:
-            logger.close(exit_code=1)
+            logger.close(exit_code=exit_code(err))
         raise
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
     logger.close(exit_code=0)
+    finish_job(run_dir, job)
     outputs["run_dir"] = run_dir
     outputs["wandb"] = logger.directory
     outputs["wandb_url"] = logger.url
