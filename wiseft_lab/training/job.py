@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.datasets import with_transform
+from wiseft_lab.data.workers import worker_context
 from wiseft_lab.models.checkpoint import CheckpointMeta, load_state_dict, save_checkpoint
 from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.models.factory import ClipBundle
@@ -149,7 +150,8 @@ def epoch_loader(dataset, batch_size: int, num_workers: int, seed: int, pin_memo
     def make(epoch: int) -> DataLoader:
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                          generator=generator, pin_memory=pin_memory, persistent_workers=False, drop_last=drop)
+                          generator=generator, pin_memory=pin_memory, persistent_workers=False, drop_last=drop,
+                          multiprocessing_context=worker_context(num_workers))
     return make
 
 
