@@ -54,3 +54,11 @@ def run_info(path: str | Path) -> dict:
         if record.WhichOneof("record_type") == "run":
             return {"id": record.run.run_id, "group": record.run.run_group, "project": record.run.project}
     raise AssertionError(f"no run record in {path}")
+
+
+def exit_code(path: str | Path) -> int | None:
+    """The exit code the run was finished with (``run.finish(exit_code=...)``), None if it never finished."""
+    for record in records(path):
+        if record.WhichOneof("record_type") == "exit":
+            return record.exit.exit_code
+    return None

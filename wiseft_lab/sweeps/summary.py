@@ -24,6 +24,7 @@ SWEEP_MD, SWEEP_CSV = "sweep.md", "sweep.csv"
 HOLDOUT_KEY = f"{HOLDOUT}/top1"
 NOT_COMPARED = ("resume",)   # overrides that say how a job was run, not what it is
 SCORES = ("finetuned", "wiseft_0.5", "wiseft_best")
+SCORE_COLUMNS = (*(f"{s}/{c}" for s in SCORES for c in ("ref", "avg_shifts")), "wiseft_best/alpha")
 
 
 def differing(overrides: Sequence[Sequence[str]]) -> list[list[str]]:
@@ -81,6 +82,7 @@ def job_row(run_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"job": record.get("job"), "overrides": list(record.get("overrides") or []),
                            "status": record["status"], "duration_s": record.get("duration_s"),
                            "reason": record.get("reason"), "reference": reference, HOLDOUT_KEY: _holdout(run_dir)}
+    row.update(dict.fromkeys(SCORE_COLUMNS))
     results = run_dir / "results.jsonl"
     if reference and results.is_file():
         row.update(scores(read_jsonl(results), reference))
