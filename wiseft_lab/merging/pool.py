@@ -7,15 +7,19 @@ or a list of either. Jobs without a checkpoint (failed, unfinished) are skipped,
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from wiseft_lab.config import ConfigError
 from wiseft_lab.evaluation.suite import HOLDOUT
 from wiseft_lab.models.checkpoint import META_FILE, is_checkpoint, read_meta
+
+log = logging.getLogger(__name__)
 
 HOLDOUT_KEY = f"{HOLDOUT}/top1"
 SOUP_KIND = "soups"
@@ -161,3 +165,78 @@ def pool_group(cfg: DictConfig) -> str | None:
 def pool_group_of(pool: Sequence[Ingredient]) -> str | None:
     parents = {i.run_dir.parent.resolve() for i in pool if i.run_dir is not None}
     return next(iter(parents)).name if len(parents) == 1 and _is_multirun_dir(next(iter(parents))) else None
+
+
+# ------------------------------------------------------------------------------------------------ held-out split
+# What decides the held-out split a soup is scored on (data.splits.train_and_holdout), with the defaults a config
+# that does not set them means.
+SPLIT_KEYS: dict[str, Any] = {"dataset": None, "classes": None, "holdout_fraction": 0.0, "holdout_seed": 0}
+
+
+def recorded_split(ingredient: Ingredient) -> dict[str, Any] | None:
+    """The split keys of the data config its fine-tuning job recorded in ``meta.json`` (None if none recorded)."""
+    data = (ingredient.meta_config or {}).get("data")
+    return {k: data.get(k, d) for k, d in SPLIT_KEYS.items()} if isinstance(data, dict) else None
+
+
+def _shown(split: Mapping[str, Any], keys: Sequence[str]) -> str:
+    return ", ".join(f"data.{k}={split[k]}" for k in keys)
+
+
+def pool_split(pool: Sequence[Ingredient]) -> dict[str, Any] | None:
+    """The held-out split every ingredient was fine-tuned with; a pool whose ingredients differ is refused."""
+    known = [(i.name, s) for i in pool if (s := recorded_split(i)) is not None]
+    if not known:
+        return None
+    first_name, first = known[0]
+    for name, split in known[1:]:
+        differ = [k for k in SPLIT_KEYS if split[k] != first[k]]
+        if differ:
+            raise ConfigError(
+                f"The soup's ingredients were fine-tuned on different held-out splits: {first_name} with "
+                f"{_shown(first, differ)}, {name} with {_shown(split, differ)}. A soup is chosen and scored on one "
+                "split: give merge.pool the ingredients of one data config.")
+    return first
+
+
+def explicit_data_keys(overrides: Sequence[str]) -> set[str]:
+    """The split keys a command line sets (``data=<option>`` sets the data set; ``data.<key>...=`` that key)."""
+    keys: set[str] = set()
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "data":
+            keys |= {"dataset", "classes"}
+        elif key.startswith("data."):
+            keys.add(key.split(".")[1])
+    return keys & set(SPLIT_KEYS)
+
+
+def adopt_pool_split(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """A soup run's data config with the split keys of its pool's recorded configs, so it scores the ingredients on
+    the split they held out. A value set on the command line that differs is an error naming both
+    (``merge.rescore_holdout=true`` keeps it: every ingredient is then re-scored on this run's split)."""
+    merge = cfg.get("merge") or {}
+    if merge.get("kind") != SOUP_KIND or merge.get("pool") in (None, "", "???") or "data" not in cfg:
+        return cfg
+    split = pool_split(resolve_pool(merge.pool, str(merge.get("checkpoint", "finetuned")))[0])
+    if split is None:
+        return cfg
+    mine = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in ((k, cfg.data.get(k, d)) for k, d in SPLIT_KEYS.items())}
+    differ = [k for k in SPLIT_KEYS if mine[k] != split[k]]
+    explicit = [k for k in differ if k in explicit_data_keys(overrides)]
+    if explicit and not merge.get("rescore_holdout"):
+        raise ConfigError(
+            f"This soup run sets {_shown(mine, explicit)}, but its pool's ingredients were fine-tuned with "
+            f"{_shown(split, explicit)}: their held-out accuracies belong to that split. Drop the override (the "
+            "split is taken from the pool), or add merge.rescore_holdout=true to re-score every ingredient on "
+            "this run's split.")
+    adopted = [k for k in differ if k not in explicit]
+    if not adopted:
+        return cfg
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        for key in adopted:
+            cfg.data[key] = split[key]
+    log.info("Held-out split taken from the pool's recorded configs: %s", _shown(split, adopted))
+    return cfg

@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from wiseft_lab.config import ConfigError, check_targets
 from wiseft_lab.data.layouts import check_data_layouts
 from wiseft_lab.io import atomic_write_text
-from wiseft_lab.merging.pool import pool_group
-from wiseft_lab.pipeline.context import RunContext, resolve_device, sweep_group
+from wiseft_lab.merging.pool import adopt_pool_split, pool_group
+from wiseft_lab.pipeline.context import RunContext, resolve_device, sweep_group, task_overrides
 from wiseft_lab.pipeline.deprecations import apply_deprecations
 from wiseft_lab.pipeline.evaluate import evaluate
 from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
@@ -97,7 +97,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     logger = None
     previous_handler = _raise_on_sigterm()
     try:
-        cfg = apply_deprecations(cfg)
+        cfg = adopt_pool_split(apply_deprecations(cfg), task_overrides())  # a soup scores on its pool's split
         check_targets(cfg)  # a misspelt option anywhere fails here, before anything is built
         unknown = set(cfg.stages) - set(STAGES)
         if unknown:
