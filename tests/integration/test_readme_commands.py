@@ -7,6 +7,8 @@ it runs here in seconds:
 
 - ``smoke=tiny`` is appended (the shrink group: tiny random model, generated images, one epoch), and the command's own
   ``model=`` / ``model.pretrained=`` are dropped (the smoke model replaces the real weights of ``/models/...``);
+  a command that brings its own data (``data=folder``) keeps it and gets the tiny model and one epoch instead
+  (``smoke=tiny`` sizes the synthetic data: ``data.dataset.n_per_class`` is no option of a folder);
 - a multirun's grid is cut to one seed on the synthetic data (``seed=0 data=synthetic`` appended);
 - placeholders take the outputs of the commands before: ``<time>`` the newest directory of that path, ``<run>`` the
   newest run with both checkpoints, ``/data/my_task`` a generated image folder.
@@ -30,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 PROGRAM = "wiseft-lab"
 SMOKE = ["smoke=tiny"]
+OWN_DATA = ["model=tiny_random", "finetune.epochs=1", "finetune.batch_size=4", "data.num_workers=0",
+            "eval.num_workers=0"]
 GRID = ["seed=0", "data=synthetic"]
 REAL_MODEL = ("model=", "model.pretrained=")
 
@@ -63,7 +67,8 @@ def smoke_arguments(words: list[str], cwd: Path, my_task: Path) -> list[str]:
             word = word.replace("<run>", _newest(cwd, "outputs/*/runs/*", ("checkpoints/zeroshot",
                                                                               "checkpoints/finetuned")))
         out.append(word.replace("/data/my_task", str(my_task)))
-    return [*out, *SMOKE, *(GRID if "-m" in words else [])]
+    own_data = any(w.startswith("data=") and w != "data=synthetic" for w in words)
+    return [*out, *(OWN_DATA if own_data else SMOKE), *(GRID if "-m" in words else [])]
 
 
 def image_folder(root: Path) -> Path:
