@@ -62,7 +62,9 @@ def test_planned_jobs_expand_the_grid_with_command_line_over_preset_params():
 def test_failure_reason_is_one_line():
     assert failure_reason(ValueError("bad value\nsecond line")) == "ValueError: bad value"
     assert failure_reason(SystemExit(2)) == "SystemExit(2)"
-    assert math.isnan(float(JobOutcome("failed"))) and float(JobOutcome("completed", objective=0.25)) == 0.25
+    assert float(JobOutcome("completed", objective=0.25)) == 0.25 and math.isnan(float(JobOutcome("completed")))
+    with pytest.raises(ValueError, match="the job failed: boom"):
+        float(JobOutcome("failed", reason="boom"))
 
 
 def test_sweep_rows_and_markdown_from_job_dirs(tmp_path):

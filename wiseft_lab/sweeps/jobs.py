@@ -86,8 +86,9 @@ def read_job(run_dir: Path) -> dict[str, Any] | None:
 class JobOutcome:
     """What a multirun job returns to Hydra instead of raising, so one failure never ends the sweep.
 
-    ``float(outcome)`` is the job's objective (NaN for a failed job), which is what a sweeper that optimises
-    (Optuna) reads from a job's return value; NaN makes Optuna mark the trial failed and go on.
+    ``float(outcome)`` is the job's objective, what a sweeper that optimises (Optuna) reads from a job's return
+    value. For a failed job it raises ValueError: the Optuna sweeper then marks the trial failed (a NaN would make
+    optuna 2.10's ``tell`` raise) and goes on while failures stay under its ``max_failure_rate``.
     """
 
     status: str
@@ -96,6 +97,8 @@ class JobOutcome:
     objective: float | None = None
 
     def __float__(self) -> float:
+        if self.status == FAILED:
+            raise ValueError(f"the job failed: {self.reason}")
         return math.nan if self.objective is None else float(self.objective)
 
 
