@@ -84,6 +84,8 @@ def test_resume_skips_finished_jobs_and_resumes_interrupted_ones(basic_sweep):
     assert f"{finished} (finished before: skipped)" in out
     assert {p: p.stat().st_mtime_ns for p in before} == before and len(_wandb_files(finished)) == runs_before
     assert "Resumed from" in (interrupted / "wiseft_lab.log").read_text()
+    resumed = _wandb_files(interrupted)  # the interrupted job's W&B run continued by id
+    assert len(resumed) == 2 and len({p.parent.name.rsplit("-", 1)[-1] for p in resumed}) == 1
     assert _status(interrupted) == "completed" and (interrupted / "results.jsonl").is_file()
     assert [r["status"] for r in csv.DictReader((sweep / "sweep.csv").open())] == ["failed", "completed", "completed"]
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from wiseft_lab.config import ConfigError
 from wiseft_lab.evaluation.suite import HOLDOUT
 from wiseft_lab.models.checkpoint import META_FILE, is_checkpoint, read_meta
+from wiseft_lab.reporting.loggers import wandb_run_id
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,6 @@ def _failure(run_dir: Path, checkpoint: str) -> str:
     return f"no checkpoints/{checkpoint} (still running, killed, or not a fine-tuning run)"
 
 
-def _wandb_run_id(run_dir: Path) -> str | None:
-    runs = sorted(p for p in run_dir.glob("wandb/*run-*") if p.is_dir())
-    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
-
-
 def _overrides(run_dir: Path) -> list[str]:
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
@@ -84,7 +80,7 @@ def _ingredient(checkpoint: Path, run_dir: Path | None) -> Ingredient:
     holdout = meta.metrics.get(HOLDOUT_KEY)
     return Ingredient(name="", checkpoint=checkpoint, holdout=None if holdout is None else float(holdout),
                       run_dir=run_dir, overrides=_overrides(run_dir) if run_dir else [],
-                      wandb_run=_wandb_run_id(run_dir) if run_dir else None, meta_config=meta.config)
+                      wandb_run=wandb_run_id(run_dir) if run_dir else None, meta_config=meta.config)
 
 
 def _from_path(path: Path, checkpoint: str, found: list[Ingredient], skipped: list[dict[str, str]]) -> None:

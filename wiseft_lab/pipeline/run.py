@@ -33,7 +33,7 @@ from wiseft_lab.pipeline.report import report
 from wiseft_lab.precision import resolve_precision
 from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.run_info import write_run_info
-from wiseft_lab.sweeps.jobs import exit_code, finish_job, finished_before, start_job
+from wiseft_lab.sweeps.jobs import exit_code, finish_job, finished_before, resumed_wandb_id, start_job
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                         "precision": precision})
         config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision}
         logger = create_logger(cfg.get("logger"), run_dir, config, group=sweep_group() or pool_group(cfg),
-                               name=f"{cfg.task_name}-{run_dir.name}")
+                               name=f"{cfg.task_name}-{run_dir.name}", run_id=resumed_wandb_id(cfg.resume, run_dir))
         outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision))
     except BaseException as err:
         atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))

@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from wiseft_lab.io import read_json, write_json
+from wiseft_lab.reporting.loggers import wandb_run_id
 
 JOB_FILE = "job.json"
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
@@ -109,3 +110,8 @@ def finished_before(resume: Any, run_dir: Path) -> dict[str, Any] | None:
         return None
     record = read_job(run_dir)
     return record if record is not None and record.get("status") == COMPLETED else None
+
+
+def resumed_wandb_id(resume: Any, run_dir: Path) -> str | None:
+    """``resume=true`` in a multirun: the W&B run an interrupted (or failed) job started, to be continued by id."""
+    return wandb_run_id(run_dir) if resume in (True, "true") and in_multirun() else None
