@@ -19,6 +19,7 @@ from wiseft_lab.config import ConfigError
 from wiseft_lab.evaluation.suite import HOLDOUT
 from wiseft_lab.models.checkpoint import META_FILE, is_checkpoint, read_meta
 from wiseft_lab.reporting.loggers import wandb_run_id
+from wiseft_lab.sweeps.summary import differing
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,8 @@ def resolve_pool(pool: Any, checkpoint: str = "finetuned") -> tuple[list[Ingredi
 
 def varying_overrides(ingredients: Sequence[Ingredient]) -> dict[str, str]:
     """Name -> the overrides that differ across the pool (e.g. ``optimizer.lr=1e-05 seed=2``), for labels."""
-    common = set.intersection(*(set(i.overrides) for i in ingredients)) if ingredients else set()
-    return {i.name: " ".join(o for o in i.overrides if o not in common) for i in ingredients}
+    varying = differing([i.overrides for i in ingredients])
+    return {i.name: " ".join(v) for i, v in zip(ingredients, varying, strict=True)}
 
 
 def pool_group(cfg: DictConfig) -> str | None:
