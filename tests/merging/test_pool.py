@@ -47,6 +47,7 @@ def _sweep(root: Path, jobs: dict[int, float | None | str]) -> Path:
 
 def test_multirun_dir_in_job_order_skipping_failed_and_unfinished_jobs(tmp_path):
     sweep = _sweep(tmp_path / "2025-01-01_00-00-00", {0: 0.5, 1: "failed", 2: 0.7, 3: "running", 10: 0.6})
+    (sweep / "wandb" / "offline-run-20250101_000000-sweep").mkdir(parents=True)  # the sweep summary's W&B run
     pool, skipped = resolve_pool(str(sweep))
     assert [i.name for i in pool] == ["0", "2", "10"]  # numeric job order
     assert [i.holdout for i in pool] == [0.5, 0.7, 0.6]

@@ -97,7 +97,7 @@ def _from_path(path: Path, checkpoint: str, found: list[Ingredient], skipped: li
         else:
             skipped.append({"source": str(path), "reason": _failure(path, checkpoint)})
     elif _is_multirun_dir(path):
-        jobs = sorted((c for c in path.iterdir() if c.is_dir() and not c.name.startswith(".")), key=_job_sort_key)
+        jobs = sorted((c for c in path.iterdir() if _is_run_dir(c)), key=_job_sort_key)  # not the sweep's wandb/
         for job in jobs:
             target = job / "checkpoints" / checkpoint
             if is_checkpoint(target):
