@@ -70,3 +70,11 @@ def step_metrics(path: str | Path) -> dict[str, str]:
     """``define_metric`` globs and names with their step metric."""
     return {r.metric.glob_name or r.metric.name: r.metric.step_metric
             for r in records(path) if r.WhichOneof("record_type") == "metric" and r.metric.step_metric}
+
+
+def exit_code(path: str | Path) -> int | None:
+    """The exit code the run was finished with (``run.finish(exit_code=...)``), None if it never finished."""
+    for record in records(path):
+        if record.WhichOneof("record_type") == "exit":
+            return record.exit.exit_code
+    return None

@@ -32,22 +32,39 @@ def single_run() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
 
 
-def _run_job(cfg: DictConfig) -> None:
+def _run_job(cfg: DictConfig):
+    """One job. In a multirun, a failure of any kind is returned, not raised: the job has recorded it (error.log,
+    job.json, its W&B run finished with the exit code) and the other jobs go on; the sweep's summary lists it
+    and the multirun exits non-zero (:class:`wiseft_lab.sweeps.callback.SweepCallback`)."""
     from wiseft_lab.console import is_verbose
     from wiseft_lab.errors import UserFacingError
-    from wiseft_lab.pipeline.run import run
+    from wiseft_lab.pipeline.run import Terminated, run, run_dir_from_hydra
+    from wiseft_lab.sweeps.jobs import COMPLETED, FAILED, JobOutcome, failure_reason, in_multirun
+    from wiseft_lab.sweeps.summary import objective
 
     try:
         outputs = run(cfg)
-    except Exception as err:
+    except (KeyboardInterrupt, Terminated):
+        raise  # stopped from outside: the sweep stops too
+    except BaseException as err:  # noqa: BLE001 - SystemExit included: a user error must not end a sweep
+        if in_multirun():
+            return JobOutcome(FAILED, str(run_dir_from_hydra(cfg)), failure_reason(err))
         # The run has logged one message (for a UserFacingError it says how to fix the run) and saved the traceback
-        # in error.log: no second copy from Hydra. A multirun's other failures stay Hydra's (it marks the job failed
-        # and goes on with the sweep); verbose=true shows Hydra's report too.
+        # in error.log: no second copy from Hydra; verbose=true shows Hydra's report too.
         if is_verbose(cfg) or not (isinstance(err, UserFacingError) or single_run()):
             raise
         raise SystemExit(1) from None
     if outputs.get("rank", 0) != 0:  # rank 0 reports the run
-        return
+        return None
+    run_dir = outputs["run_dir"]
+    if outputs.get("skipped"):
+        print(f"Run directory: {run_dir} (finished before: skipped)")
+    else:
+        print_outputs(outputs)
+    return JobOutcome(COMPLETED, str(run_dir), objective=objective(run_dir)) if in_multirun() else None
+
+
+def print_outputs(outputs: dict) -> None:
     lines = [f"Run directory: {outputs['run_dir']}"]
     for key, label in (("summary", "Table"), ("plot", "Plot"), ("results", "Results")):
         if key in outputs:

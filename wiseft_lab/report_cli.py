@@ -1,10 +1,13 @@
-"""Console entry point ``wiseft-lab-report`` (and ``python -m wiseft_lab.report_cli``): a paper's table from our runs.
+"""Console entry point ``wiseft-lab-report`` (and ``python -m wiseft_lab.report_cli``): tables of our runs.
 
+    wiseft-lab-report outputs/multirun/demo/<time>             # any runs or sweeps: grouped, seeds aggregated
     wiseft-lab-report --table wiseft_table1_e2e outputs/multirun/wiseft_vit_l14_336_e2e/<time> --out reports/t1
     wiseft-lab-report --list
 
-Prints the Markdown table (ours, the paper's, the difference, per cell) and writes report.md, report.tex,
-report.csv, report.json and report.png into --out (default outputs/reports/<table>).
+Without ``--table``: runs grouped by the config keys that differ (the seed aside), mean ± std over each group's
+seeds; runs.md and runs.csv in --out (default outputs/reports/runs). With ``--table``: the paper's table (ours, the
+paper's, the difference, per cell); report.md, report.tex, report.csv, report.json and report.png in --out
+(default outputs/reports/<table>).
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ import argparse
 import sys
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
+from wiseft_lab.io import atomic_write_text, write_csv
 from wiseft_lab.reporting.paper.published import tables
 from wiseft_lab.reporting.paper.render import report, to_markdown
-from wiseft_lab.reporting.paper.runs import ReportError
+from wiseft_lab.reporting.paper.runs import ReportError, find_results, load_run
+from wiseft_lab.reporting.run_groups import runs_table
 
 
 def list_tables() -> str:
@@ -41,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
               --columns IN=photo,V2=sketch,R=cartoon,Sketch=painting,ObjectNet=clutter
             For clipfit_b2n, --columns maps the paper's data-set rows to ours (e.g. --columns dtd=my_textures)."""))
     parser.add_argument("paths", nargs="*", help="run directories, multirun directories or results.jsonl files")
-    parser.add_argument("--table", help="which table (see --list)")
-    parser.add_argument("--out", help="output directory (default outputs/reports/<table>)")
+    parser.add_argument("--table", help="which paper table (see --list); without it, a table of the runs themselves")
+    parser.add_argument("--out", help="output directory (default outputs/reports/<table>, or outputs/reports/runs)")
     parser.add_argument("--columns", action="append", metavar="PAPER=OURS[,...]",
                         help="map paper columns to our evaluation sets (repeatable)")
     parser.add_argument("--method", help="finetune.method of runs that do not record one (e2e, lc, ...)")
@@ -52,14 +58,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def runs_report(paths: Sequence[str], out: str | None, quiet: bool = False) -> int:
+    """The table of the runs themselves (no paper): grouped by what differs, aggregated over seeds."""
+    try:
+        runs = [load_run(p) for p in find_results(paths)]
+    except ReportError as err:
+        print(f"wiseft-lab-report: error: {err}", file=sys.stderr)
+        return 2
+    text, rows = runs_table(runs)
+    out_dir = Path(out or Path("outputs") / "reports" / "runs")
+    written = [atomic_write_text(out_dir / "runs.md", text), write_csv(out_dir / "runs.csv", rows)]
+    if not quiet:
+        print(text)
+    print("Written: " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
         print(list_tables())
         return 0
-    if not args.table or not args.paths:
-        parser.error("give --table NAME and at least one run / multirun directory (or --list)")
+    if not args.paths:
+        parser.error("give at least one run / multirun directory (or --list)")
+    if not args.table:
+        return runs_report(args.paths, args.out, quiet=args.quiet)
     try:
         built, written = report(args.table, args.paths, args.out, columns=args.columns, method=args.method,
                                 figure=not args.no_figure)

@@ -61,7 +61,7 @@ def test_sweep_runs_two_jobs_at_once_and_logs_the_failed_one(sweep):
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0  # Hydra reports the failed job once every job has run
     assert "n_jobs=2" in log and "launching 4 jobs" in log
-    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: int(p.name))
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
     assert "Invalid learning rate: -1" in (jobs[3] / "error.log").read_text()
     assert not (jobs[3] / "checkpoints" / "finetuned").exists()

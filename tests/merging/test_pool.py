@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from wiseft_lab.config import ConfigError
 from wiseft_lab.io import atomic_write_text, write_json, write_safetensors
-from wiseft_lab.merging.pool import pool_group, resolve_pool, varying_overrides
+from wiseft_lab.merging.pool import (
+    Ingredient,
+    adopt_pool_split,
+    explicit_data_keys,
+    pool_group,
+    pool_split,
+    resolve_pool,
+    varying_overrides,
+)
 
 
 def _checkpoint(directory: Path, holdout: float | None, shape=(2, 2)) -> None:
@@ -37,6 +47,7 @@ def _sweep(root: Path, jobs: dict[int, float | None | str]) -> Path:
 
 def test_multirun_dir_in_job_order_skipping_failed_and_unfinished_jobs(tmp_path):
     sweep = _sweep(tmp_path / "2025-01-01_00-00-00", {0: 0.5, 1: "failed", 2: 0.7, 3: "running", 10: 0.6})
+    (sweep / "wandb" / "offline-run-20250101_000000-sweep").mkdir(parents=True)  # the sweep summary's W&B run
     pool, skipped = resolve_pool(str(sweep))
     assert [i.name for i in pool] == ["0", "2", "10"]  # numeric job order
     assert [i.holdout for i in pool] == [0.5, 0.7, 0.6]
@@ -75,14 +86,42 @@ def test_soup_runs_join_their_sweeps_wandb_group(tmp_path):
     assert pool_group(OmegaConf.create({"merge": {"kind": "soups", "pool": [str(sweep)]}})) is None
 
 
-def test_a_pool_fine_tuned_on_another_held_out_split_is_flagged(tmp_path, caplog):
-    from wiseft_lab.merging.pool import Ingredient
-    from wiseft_lab.merging.soups import check_holdout_config
+def _with_data(name: str, tmp_path, **data) -> Ingredient:
+    base = {"dataset": {"n_per_class": 4}, "holdout_fraction": 0.25, "num_workers": 0}
+    return Ingredient(name, tmp_path, 0.5, meta_config={"data": {**base, **data}})
 
-    data = {"dataset": {"n_per_class": 4}, "holdout_fraction": 0.25, "num_workers": 0}
-    same = Ingredient("same", tmp_path, 0.5, meta_config={"data": {**data, "num_workers": 4}})
-    other = Ingredient("other", tmp_path, 0.5, meta_config={"data": {**data, "holdout_fraction": 0.02}})
-    with caplog.at_level("WARNING"):
-        check_holdout_config(OmegaConf.create({"data": data}), [same, other])
-    assert "Ingredient other was fine-tuned with other data.holdout_fraction" in caplog.text
-    assert "same" not in caplog.text
+
+def test_a_pool_split_is_the_one_its_ingredients_share(tmp_path):
+    split = pool_split([_with_data("a", tmp_path), _with_data("b", tmp_path, num_workers=4)])
+    assert split == {"dataset": {"n_per_class": 4}, "classes": None, "holdout_fraction": 0.25, "holdout_seed": 0}
+    assert pool_split([Ingredient("plain", tmp_path, None)]) is None
+    with pytest.raises(ConfigError, match=r"different held-out splits: a with data.holdout_fraction=0.25, "
+                                          r"b with data.holdout_fraction=0.02"):
+        pool_split([_with_data("a", tmp_path), _with_data("b", tmp_path, holdout_fraction=0.02)])
+
+
+def test_explicit_data_keys_of_a_command_line():
+    assert explicit_data_keys(["data=imagenet", "data.holdout_fraction=0.1", "data.dataset.root=/x",
+                               "data.num_workers=0", "seed=1"]) == {"dataset", "classes", "holdout_fraction"}
+
+
+def test_a_soup_run_takes_its_pools_split_and_refuses_an_explicit_other(tmp_path):
+    sweep = _sweep(tmp_path / "sweep", {0: 0.5, 1: 0.6})
+    for job in ("0", "1"):
+        meta_path = sweep / job / "checkpoints" / "finetuned" / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        meta["config"] = {"data": {"dataset": {"n_per_class": 4}, "holdout_fraction": 0.25, "holdout_seed": 3}}
+        meta_path.write_text(json.dumps(meta))
+    cfg = OmegaConf.create({"merge": {"kind": "soups", "pool": str(sweep)},
+                            "data": {"dataset": {"n_per_class": 200}, "holdout_fraction": 0.05, "num_workers": 2}})
+    adopted = adopt_pool_split(cfg, ["experiment=soups"])
+    assert OmegaConf.to_container(adopted.data) == {"dataset": {"n_per_class": 4}, "holdout_fraction": 0.25,
+                                                    "num_workers": 2, "holdout_seed": 3}
+    assert cfg.data.holdout_fraction == 0.05  # the given config is left as it is
+    with pytest.raises(ConfigError, match=r"sets data.holdout_fraction=0.05, but its pool's ingredients were "
+                                          r"fine-tuned with data.holdout_fraction=0.25"):
+        adopt_pool_split(cfg, ["data.holdout_fraction=0.05"])
+    cfg.merge.rescore_holdout = True
+    assert adopt_pool_split(cfg, ["data.holdout_fraction=0.05"]).data.holdout_fraction == 0.05
+    wiseft = OmegaConf.create({"merge": {"kind": "wiseft"}, "data": {"holdout_fraction": 0.0}})
+    assert adopt_pool_split(wiseft, []) is wiseft

@@ -18,6 +18,7 @@ from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from wiseft_lab.data.base import TaskData
+from wiseft_lab.data.workers import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ def free_device_memory(device: torch.device) -> int | None:
 def _loader(dataset, batch_size: int, num_workers: int, pin_memory: bool,
             generator: torch.Generator | None = None) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=generator is not None, generator=generator,
-                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False)
+                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False,
+                      multiprocessing_context=worker_context(num_workers))
 
 
 @dataclass

@@ -7,17 +7,23 @@ or a list of either. Jobs without a checkpoint (failed, unfinished) are skipped,
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from wiseft_lab.config import ConfigError
 from wiseft_lab.evaluation.suite import HOLDOUT
 from wiseft_lab.merging.registry import ModelEntry
 from wiseft_lab.models.checkpoint import META_FILE, is_checkpoint, load_state_dict, read_meta
+from wiseft_lab.reporting.loggers import wandb_run_id
 from wiseft_lab.reporting.wandb_names import group_name
+from wiseft_lab.sweeps.summary import differing
+
+log = logging.getLogger(__name__)
 
 HOLDOUT_KEY = f"{HOLDOUT}/top1"
 SOUP_KIND = "soups"
@@ -62,11 +68,6 @@ def _failure(run_dir: Path, checkpoint: str) -> str:
     return f"no checkpoints/{checkpoint} (still running, killed, or not a fine-tuning run)"
 
 
-def _wandb_run_id(run_dir: Path) -> str | None:
-    runs = sorted(p for p in run_dir.glob("wandb/*run-*") if p.is_dir())
-    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
-
-
 def _overrides(run_dir: Path) -> list[str]:
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
@@ -82,7 +83,7 @@ def _ingredient(checkpoint: Path, run_dir: Path | None) -> Ingredient:
     holdout = meta.metrics.get(HOLDOUT_KEY)
     return Ingredient(name="", checkpoint=checkpoint, holdout=None if holdout is None else float(holdout),
                       run_dir=run_dir, overrides=_overrides(run_dir) if run_dir else [],
-                      wandb_run=_wandb_run_id(run_dir) if run_dir else None, meta_config=meta.config)
+                      wandb_run=wandb_run_id(run_dir) if run_dir else None, meta_config=meta.config)
 
 
 def _from_path(path: Path, checkpoint: str, found: list[Ingredient], skipped: list[dict[str, str]]) -> None:
@@ -98,7 +99,7 @@ def _from_path(path: Path, checkpoint: str, found: list[Ingredient], skipped: li
         else:
             skipped.append({"source": str(path), "reason": _failure(path, checkpoint)})
     elif _is_multirun_dir(path):
-        jobs = sorted((c for c in path.iterdir() if c.is_dir() and not c.name.startswith(".")), key=_job_sort_key)
+        jobs = sorted((c for c in path.iterdir() if _is_run_dir(c)), key=_job_sort_key)  # not the sweep's wandb/
         for job in jobs:
             target = job / "checkpoints" / checkpoint
             if is_checkpoint(target):
@@ -147,8 +148,8 @@ def resolve_pool(pool: Any, checkpoint: str = "finetuned") -> tuple[list[Ingredi
 
 def varying_overrides(ingredients: Sequence[Ingredient]) -> dict[str, str]:
     """Name -> the overrides that differ across the pool (e.g. ``optimizer.lr=1e-05 seed=2``), for labels."""
-    common = set.intersection(*(set(i.overrides) for i in ingredients)) if ingredients else set()
-    return {i.name: " ".join(o for o in i.overrides if o not in common) for i in ingredients}
+    varying = differing([i.overrides for i in ingredients])
+    return {i.name: " ".join(v) for i, v in zip(ingredients, varying, strict=True)}
 
 
 def pool_group(cfg: DictConfig) -> str | None:
@@ -181,3 +182,78 @@ def ingredient_entries(pool: list[Ingredient]) -> list[ModelEntry]:
     return [ModelEntry("ingredient", None, lambda c=i.checkpoint: load_state_dict(c),
                        extra={"ingredient": i.name, "n_ingredients": 1},
                        tag=f"ingredient_{i.name.replace('/', '_')}") for i in pool]
+
+
+# ------------------------------------------------------------------------------------------------ held-out split
+# What decides the held-out split a soup is scored on (data.splits.train_and_holdout), with the defaults a config
+# that does not set them means.
+SPLIT_KEYS: dict[str, Any] = {"dataset": None, "classes": None, "holdout_fraction": 0.0, "holdout_seed": 0}
+
+
+def recorded_split(ingredient: Ingredient) -> dict[str, Any] | None:
+    """The split keys of the data config its fine-tuning job recorded in ``meta.json`` (None if none recorded)."""
+    data = (ingredient.meta_config or {}).get("data")
+    return {k: data.get(k, d) for k, d in SPLIT_KEYS.items()} if isinstance(data, dict) else None
+
+
+def _shown(split: Mapping[str, Any], keys: Sequence[str]) -> str:
+    return ", ".join(f"data.{k}={split[k]}" for k in keys)
+
+
+def pool_split(pool: Sequence[Ingredient]) -> dict[str, Any] | None:
+    """The held-out split every ingredient was fine-tuned with; a pool whose ingredients differ is refused."""
+    known = [(i.name, s) for i in pool if (s := recorded_split(i)) is not None]
+    if not known:
+        return None
+    first_name, first = known[0]
+    for name, split in known[1:]:
+        differ = [k for k in SPLIT_KEYS if split[k] != first[k]]
+        if differ:
+            raise ConfigError(
+                f"The soup's ingredients were fine-tuned on different held-out splits: {first_name} with "
+                f"{_shown(first, differ)}, {name} with {_shown(split, differ)}. A soup is chosen and scored on one "
+                "split: give merge.pool the ingredients of one data config.")
+    return first
+
+
+def explicit_data_keys(overrides: Sequence[str]) -> set[str]:
+    """The split keys a command line sets (``data=<option>`` sets the data set; ``data.<key>...=`` that key)."""
+    keys: set[str] = set()
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "data":
+            keys |= {"dataset", "classes"}
+        elif key.startswith("data."):
+            keys.add(key.split(".")[1])
+    return keys & set(SPLIT_KEYS)
+
+
+def adopt_pool_split(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """A soup run's data config with the split keys of its pool's recorded configs, so it scores the ingredients on
+    the split they held out. A value set on the command line that differs is an error naming both
+    (``merge.rescore_holdout=true`` keeps it: every ingredient is then re-scored on this run's split)."""
+    merge = cfg.get("merge") or {}
+    if merge.get("kind") != SOUP_KIND or merge.get("pool") in (None, "", "???") or "data" not in cfg:
+        return cfg
+    split = pool_split(resolve_pool(merge.pool, str(merge.get("checkpoint", "finetuned")))[0])
+    if split is None:
+        return cfg
+    mine = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in ((k, cfg.data.get(k, d)) for k, d in SPLIT_KEYS.items())}
+    differ = [k for k in SPLIT_KEYS if mine[k] != split[k]]
+    explicit = [k for k in differ if k in explicit_data_keys(overrides)]
+    if explicit and not merge.get("rescore_holdout"):
+        raise ConfigError(
+            f"This soup run sets {_shown(mine, explicit)}, but its pool's ingredients were fine-tuned with "
+            f"{_shown(split, explicit)}: their held-out accuracies belong to that split. Drop the override (the "
+            "split is taken from the pool), or add merge.rescore_holdout=true to re-score every ingredient on "
+            "this run's split.")
+    adopted = [k for k in differ if k not in explicit]
+    if not adopted:
+        return cfg
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        for key in adopted:
+            cfg.data[key] = split[key]
+    log.info("Held-out split taken from the pool's recorded configs: %s", _shown(split, adopted))
+    return cfg

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from wiseft_lab.config import ConfigError
 from wiseft_lab.data.cache import PreparedSet
 from wiseft_lab.io import write_csv, write_json, write_jsonl, write_safetensors
 from wiseft_lab.merging.pool import (
@@ -128,8 +129,10 @@ class _Kitchen:
 
     def need_holdout(self, what: str) -> None:
         if self.prepared is None:
-            raise ValueError(f"{what} needs a held-out split: set data.holdout_fraction (the value the ingredients "
-                             "were fine-tuned with, e.g. 0.02) so that this run carves the same split.")
+            raise ConfigError(f"{what} needs a held-out split, and the ingredients were fine-tuned without one "
+                              "(data.holdout_fraction=0, or no recorded data config): fine-tune them with "
+                              "data.holdout_fraction=0.02 (the papers' 2%). A split carved here instead "
+                              "(data.holdout_fraction=<f> merge.rescore_holdout=true) holds images they trained on.")
 
     def need_linear_head(self, what: str) -> None:
         if read_meta(self.template).head == "text":
@@ -224,23 +227,6 @@ RECIPE_FNS: dict[str, Callable[[_Kitchen, str], SoupOutcome]] = {
     "uniform": _uniform, "greedy": _greedy, "learned": _learned, "learned_per_layer": _learned, "fisher": _fisher}
 
 
-def check_holdout_config(run_cfg, pool: Sequence[Ingredient]) -> None:
-    """Warn when the ingredients' held-out split was carved from other data than this run's."""
-    if run_cfg is None or "data" not in run_cfg:
-        return
-    mine = OmegaConf.to_container(run_cfg.data, resolve=True)
-    defaults = {"dataset": None, "holdout_fraction": 0.0, "holdout_seed": 0, "classes": None}
-    for ingredient in pool:
-        theirs = (ingredient.meta_config or {}).get("data")
-        if not isinstance(theirs, dict):
-            continue
-        differ = [k for k, d in defaults.items() if theirs.get(k, d) != mine.get(k, d)]
-        if differ:
-            log.warning("Ingredient %s was fine-tuned with other data.%s than this run: its recorded held-out "
-                        "accuracy was measured on another split (merge.rescore_holdout=true re-measures it here).",
-                        ingredient.name, "/".join(differ))
-
-
 @register_merge("soups")
 @dataclass(kw_only=True)
 class Soups(MergeStrategy):
@@ -286,7 +272,6 @@ class Soups(MergeStrategy):
         log.info("Soup pool: %d ingredients (%s)%s", len(pool), ", ".join(i.name for i in pool),
                  f", {len(skipped)} skipped" if skipped else "")
         template = pool[0].checkpoint
-        check_holdout_config(ctx.run_cfg, pool)
         kitchen = _Kitchen(self, ctx, pool, [i.holdout for i in pool], ctx.run_dir / SOUPS_DIR, template, {})
         scorable = kitchen.prepared is not None
         for index, ingredient in enumerate(pool):

@@ -90,6 +90,11 @@ def hydra_choice(group: str) -> str | None:
     return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
 
 
+def task_overrides() -> list[str]:
+    """The command line's overrides of this job (``data.holdout_fraction=0.1``; none outside Hydra)."""
+    return [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
+
+
 def sweep_group() -> str | None:
     """Jobs of one multirun share a W&B group named after the sweep (None outside a multirun)."""
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:

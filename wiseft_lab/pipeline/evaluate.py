@@ -20,7 +20,9 @@ from wiseft_lab.evaluation.set_heads import evaluate_with_set_heads
 from wiseft_lab.evaluation.suite import EvalSuite
 from wiseft_lab.io import atomic_write_text, write_csv, write_jsonl
 from wiseft_lab.models.checkpoint import read_meta
+from wiseft_lab.models.interop import is_open_clip_source
 from wiseft_lab.pipeline.context import RunContext
+from wiseft_lab.pipeline.finetune import head_classes
 from wiseft_lab.pipeline.merge import Candidates
 from wiseft_lab.reporting.tables import columns, result_row, score, summary_markdown
 
@@ -37,16 +39,18 @@ class Evaluation:
 
 def check_classes(ctx: RunContext, stages: Sequence[str]) -> None:
     """Before anything runs: every eval set's classes matched by name to the head that will be evaluated (the
-    training set's, or a given checkpoint's); a pool of checkpoints is matched when its first one is loaded."""
+    training set's, a given checkpoint's, or for an open_clip file the head built for it); a pool of checkpoints is
+    matched when its first one is loaded."""
     if "evaluate" not in stages:
         return
     if "finetune" in stages:
         head = ctx.task().train.classnames
     else:
-        given = [ctx.cfg.checkpoints.get(n) for n in ENDPOINTS if ctx.cfg.checkpoints.get(n)]
+        given = [Path(str(ctx.cfg.checkpoints.get(n))) for n in ENDPOINTS if ctx.cfg.checkpoints.get(n)]
         if not given:
             return
-        head = read_meta(Path(str(given[0]))).classnames
+        ours = [path for path in given if not is_open_clip_source(path)]
+        head = read_meta(ours[0]).classnames if ours else head_classes(ctx).classnames
     ctx.check_eval_classes(head)
 
 

@@ -26,7 +26,7 @@ from wiseft_lab.config import ConfigError, check_targets
 from wiseft_lab.console import is_verbose, lift_quiet_console
 from wiseft_lab.data.eval_sets import check_data_layouts
 from wiseft_lab.io import atomic_write_text
-from wiseft_lab.merging.pool import pool_group
+from wiseft_lab.merging.pool import adopt_pool_split, pool_group
 from wiseft_lab.pipeline.context import (
     CHECKPOINTS,
     RunContext,
@@ -35,6 +35,7 @@ from wiseft_lab.pipeline.context import (
     resolve_device,
     resolve_workers,
     sweep_group,
+    task_overrides,
 )
 from wiseft_lab.pipeline.deprecations import apply_deprecations
 from wiseft_lab.pipeline.evaluate import check_classes, evaluate
@@ -46,6 +47,7 @@ from wiseft_lab.precision import resolve_precision
 from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.run_info import write_run_info
 from wiseft_lab.reporting.wandb_names import job_type, read_sweep, run_name, run_tags, varying_overrides
+from wiseft_lab.sweeps.jobs import exit_code, finish_job, finished_before, resumed_wandb_id, start_job
 from wiseft_lab.training.loop import request_stop
 
 log = logging.getLogger(__name__)
@@ -96,13 +98,17 @@ def run_stages(ctx: RunContext) -> dict[str, Any]:
     return report(ctx, evaluate(ctx, candidates))
 
 
+class Terminated(SystemExit):
+    """SIGTERM: the job is being stopped from outside (a multirun does not go on past it)."""
+
+
 def _raise_on_sigterm():
     """SIGTERM (a scheduler's pre-emption, ``kill``): training checkpoints at its next step and stops; outside
     training the job stops at once. Either way it writes its error.log and finishes its W&B run. Returns the
     previous handler (None off the main thread)."""
     def terminate(signum, frame):
         if not request_stop():
-            raise SystemExit(128 + signum)
+            raise Terminated(128 + signum)
 
     try:
         return signal.signal(signal.SIGTERM, terminate)
@@ -113,7 +119,12 @@ def _raise_on_sigterm():
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job: set up the run dir and logger, run the stages, always close the logger."""
     run_dir = run_dir_from_hydra(cfg)
+    done = finished_before(cfg.get("resume"), run_dir)
+    if done is not None:
+        log.info("Job %s finished before (%s): skipped, nothing re-run or re-logged", run_dir, run_dir / "job.json")
+        return {"run_dir": run_dir, "skipped": True, "wandb": None, "wandb_url": None}
     run_dir.mkdir(parents=True, exist_ok=True)
+    job = start_job(run_dir)
     seed_everything(int(cfg.seed))
     verbose = is_verbose(cfg)
     if verbose:
@@ -121,7 +132,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     logger = None
     previous_handler = _raise_on_sigterm()
     try:
-        cfg = apply_deprecations(cfg)
+        cfg = adopt_pool_split(apply_deprecations(cfg), task_overrides())  # a soup scores on its pool's split
         check_targets(cfg)  # a misspelt option anywhere fails here, before anything is built
         unknown = set(cfg.stages) - set(STAGES)
         if unknown:
@@ -142,21 +153,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision,
                   "resolved_workers": {"data": workers[0], "eval": workers[1]}, "versions": info["versions"]}
         logger = create_logger(cfg.get("logger") if world.is_main else None, run_dir, config, verbose=verbose,
-                               **logger_fields(cfg, run_dir))
+                               run_id=resumed_wandb_id(cfg.resume, run_dir), **logger_fields(cfg, run_dir))
         outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision, workers))
     except BaseException as err:
         error_log = error_log_path(distributed.current(), run_dir)
         atomic_write_text(error_log, "".join(traceback.format_exception(err)), every_rank=True)
+        finish_job(run_dir, job, err)
         reason = f"terminated (exit code {err.code})" if isinstance(err, SystemExit) else err
         log.error("Run failed: %s\n(full traceback: %s)", reason, error_log)
         if logger is not None:
-            logger.close(exit_code=1)
+            logger.close(exit_code=exit_code(err))
         raise
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
     logger.log_checkpoints(run_dir / CHECKPOINTS)
     logger.close(exit_code=0)
+    finish_job(run_dir, job)
     outputs["run_dir"] = run_dir
     outputs["rank"] = distributed.current().rank
     outputs["wandb"] = logger.directory

@@ -61,7 +61,8 @@ class WandbLogger:
     def __init__(self, *, project: str, run_dir: str | Path, config: Mapping[str, Any], mode: str = "offline",
                  entity: str | None = None, group: str | None = None, name: str | None = None,
                  job_type: str | None = None, tags: Sequence[str] = (), log_checkpoints: bool = False,
-                 verbose: bool = False):
+                 verbose: bool = False, run_id: str | None = None):
+        """``run_id``: continue that W&B run (a resumed job), else start a new one."""
         import wandb
 
         self._wandb = wandb
@@ -69,7 +70,8 @@ class WandbLogger:
         # silent: W&B's own banner and closing summary stay off the console; the line below says where the run is
         self.run = wandb.init(project=project, entity=entity, group=group, name=name, job_type=job_type,
                               tags=list(tags), dir=str(run_dir), config=dict(config), mode=mode,
-                              reinit="finish_previous", settings=wandb.Settings(silent=not verbose))
+                              reinit="finish_previous", settings=wandb.Settings(silent=not verbose), id=run_id,
+                              resume="allow" if run_id else None)
         written = mode != "disabled" and getattr(self.run, "dir", None)  # a disabled run writes no files
         self.directory = str(Path(self.run.dir).parent) if written else None
         self.url = self.run.url if mode in ("online", "run") else None  # offline, asking warns "URL not available"
@@ -137,6 +139,12 @@ class WandbLogger:
 
     def close(self, exit_code: int = 0) -> None:
         self.run.finish(exit_code=exit_code)
+
+
+def wandb_run_id(run_dir: Path) -> str | None:
+    """The id of the newest W&B run written in a run directory (``wandb/<offline->run-<time>-<id>``), or None."""
+    runs = sorted(p for p in Path(run_dir).glob("wandb/*run-*") if p.is_dir())
+    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
 
 
 def create_logger(cfg: Mapping[str, Any] | None, run_dir: Path, config: Mapping[str, Any], **run_fields: Any):

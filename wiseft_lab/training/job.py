@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.datasets import with_transform
+from wiseft_lab.data.workers import worker_context
 from wiseft_lab.distributed import World, current, split_batch
 from wiseft_lab.models.checkpoint import CheckpointMeta, load_state_dict, save_checkpoint
 from wiseft_lab.models.classifier import ImageClassifier
@@ -184,7 +185,8 @@ def epoch_loader(dataset, batch_size: int, num_workers: int, seed: int, pin_memo
         # the generator only feeds the workers' base seed, drawn otherwise from (and moving) the global generator
         return DataLoader(SeededPerExample(dataset, seed, epoch), batch_sampler=sampler, num_workers=num_workers,
                           pin_memory=pin_memory, persistent_workers=False,
-                          generator=torch.Generator().manual_seed(sampler.seed))
+                          generator=torch.Generator().manual_seed(sampler.seed),
+                          multiprocessing_context=worker_context(num_workers))
     return make
 
 

@@ -182,9 +182,22 @@ def build_report(spec: TableSpec, runs: Sequence[Run], columns: Mapping[str, str
                                       + (f" of finetune.method={r['method']}" if r.get("method") else "")
                                       for r in spec.rows) + ")")
     _arch_note(spec, [p.run for p in prepared], notes)
+    _pooling_note(prepared, notes)
     report = Report(spec, lines, [p.run for p in prepared], notes)
     report.points = {"prepared": prepared}
     return report
+
+
+def _pooling_note(prepared: Sequence[Prepared], notes: list[str]) -> None:
+    """Say so when the runs averaged into one method's cells differ in more than the seed."""
+    from wiseft_lab.reporting.run_groups import pooled_differences
+
+    for method in dict.fromkeys(p.method for p in prepared):
+        differ = pooled_differences([p.run for p in prepared if p.method == method])
+        if differ:
+            notes.append(f"The {method or 'method-less'} runs averaged into one cell differ in more than the seed: "
+                         f"{'; '.join(differ)}. Their ± is not a spread over seeds; report them apart "
+                         "(wiseft-lab-report without --table groups them).")
 
 
 def _arch_note(spec: TableSpec, runs: Sequence[Run], notes: list[str]) -> None:

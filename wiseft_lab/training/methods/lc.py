@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from wiseft_lab.data.workers import worker_context
 from wiseft_lab.io import write_safetensors
 from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.precision import autocast
@@ -28,7 +29,8 @@ def image_features(model: ImageClassifier, dataset, batch_size: int, num_workers
     device = next(model.parameters()).device
     model.eval()
     features, labels = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        multiprocessing_context=worker_context(num_workers))
     for images, y in tqdm(loader, desc="features", unit="batch", disable=None):
         with autocast(device, precision):
             features.append(model.image_features(images.to(device)).float().cpu())
