@@ -31,10 +31,14 @@ class NoMerge(MergeStrategy):
 @register_merge("wiseft")
 @dataclass(kw_only=True)
 class WiseFT(MergeStrategy):
-    """One entry per alpha of ``alphas``; ``save_alphas`` are also written as checkpoints."""
+    """One entry per alpha of ``alphas``; ``save_alphas`` are also written as checkpoints.
+
+    ``extrapolate``: alphas outside [0, 1] are allowed (checked with the config, :mod:`wiseft_lab.validation`).
+    """
 
     alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
     save_alphas: list[float] = field(default_factory=list)
+    extrapolate: bool = False
 
     def run(self, ctx: MergeContext) -> MergeResult:
         if ctx.zeroshot is None or ctx.finetuned is None:

@@ -112,7 +112,8 @@ class RunContext:
             data = self.cfg.data
             full = subsample_classes(instantiate(data.dataset)(transform=None), data.get("classes"))
             train, held = train_and_holdout(full, float(data.get("holdout_fraction") or 0.0), data.get("shots"),
-                                            seed=self.seed, holdout_seed=int(data.get("holdout_seed", 0)))
+                                            seed=self.seed, holdout_seed=int(data.get("holdout_seed", 0)),
+                                            strict_shots=data.get("short_classes", "error") == "error")
             self._task = TaskSplits(train, held)
         return self._task
 

@@ -33,6 +33,8 @@ from wiseft_lab.pipeline.report import report
 from wiseft_lab.precision import resolve_precision
 from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.run_info import write_run_info
+from wiseft_lab.runlock import RunLock, RunLockedError
+from wiseft_lab.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ def run_stages(ctx: RunContext) -> dict[str, Any]:
         log.info("stages=[]: dry run, wrote %s", ctx.run_dir / TRAINABLE_REPORT)
         return {"trainable": ctx.run_dir / TRAINABLE_REPORT}
     check_data_layouts(ctx.cfg, stages)  # missing or misplaced data fails here, before any training
+    if "finetune" in stages:
+        ctx.task()  # the training split (and its shots check) before any model is built
     ends = finetune(ctx) if "finetune" in stages else endpoints(ctx)
     if "merge" not in stages and "evaluate" not in stages:
         return {}
@@ -79,16 +83,38 @@ def _raise_on_sigterm():
         return None
 
 
+def report_failure(run_dir: Path, err: BaseException, logger: Any) -> None:
+    """Save the traceback, say on the console that the run failed, close the logger as failed: each even when the
+    one before it cannot (a full disk fails the first and must not silence the others)."""
+    try:
+        atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))
+        where = f"full traceback: {run_dir / 'error.log'}"
+    except OSError as write_err:
+        where = f"the traceback could not be saved: {write_err}"
+    log.error("Run failed: %s\n(%s)", err, where)
+    if logger is not None:
+        try:
+            logger.close(exit_code=1)
+        except Exception as close_err:  # noqa: BLE001 - reported, the run's own error is what propagates
+            log.error("Could not close the experiment logger: %s", close_err)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run one job: set up the run dir and logger, run the stages, always close the logger."""
+    """Run one job: lock the run dir, check the config, set up the logger, run the stages, always close the logger."""
     run_dir = run_dir_from_hydra(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir)
+    try:
+        lock.acquire()  # a second job into this dir stops here, before it writes anything into it
+    except RunLockedError as err:
+        log.error("Run refused: %s", err)
+        raise
     seed_everything(int(cfg.seed))
     logger = None
     previous_handler = _raise_on_sigterm()
     try:
         cfg = apply_deprecations(cfg)
         check_targets(cfg)  # a misspelt option anywhere fails here, before anything is built
+        validate(cfg)       # and a value out of its range
         unknown = set(cfg.stages) - set(STAGES)
         if unknown:
             raise ConfigError(f"stages={list(cfg.stages)}: unknown stages {sorted(unknown)}; "
@@ -103,16 +129,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         logger = create_logger(cfg.get("logger"), run_dir, config, group=sweep_group() or pool_group(cfg),
                                name=f"{cfg.task_name}-{run_dir.name}")
         outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision))
+        logger.close(exit_code=0)
     except BaseException as err:
-        atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))
-        log.error("Run failed: %s\n(full traceback: %s)", err, run_dir / "error.log")
-        if logger is not None:
-            logger.close(exit_code=1)
+        report_failure(run_dir, err, logger)
         raise
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
-    logger.close(exit_code=0)
+        lock.release()
     outputs["run_dir"] = run_dir
     outputs["wandb"] = logger.directory
     outputs["wandb_url"] = logger.url
