@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -25,20 +26,23 @@ _UMASK = _read_umask()  # read once: os.umask can only be queried by setting it
 
 
 def _temporary_sibling(path: Path) -> str:
-    """A temp file next to ``path`` with normal permissions (mkstemp alone would leave it 0600)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)
     return tmp
 
 
 def _atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """``write(tmp)`` fills a temporary sibling, which is synced and renamed over ``path``: never half a file."""
+    """``write(tmp)`` fills a temporary sibling, which is synced and renamed over ``path``: never half a file.
+
+    The file gets the umask's mode after ``write`` (mkstemp makes it 0600, and safetensors replaces the file with
+    its own 0600 one), so colleagues read checkpoints as they read every other file of a run.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -59,6 +63,12 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's sha256 (hex), read in chunks (never the whole file in memory)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def read_json(path: str | Path) -> Any:
