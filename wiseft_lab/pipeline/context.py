@@ -30,6 +30,7 @@ from wiseft_lab.data.splits import train_and_holdout
 from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite
 from wiseft_lab.merging.registry import MergeStrategy
 from wiseft_lab.models.loader import ModelLoader
+from wiseft_lab.pipeline.guards import ResumePlan
 from wiseft_lab.training.job import FinetuneMethod
 
 log = logging.getLogger(__name__)
@@ -85,15 +86,17 @@ class RunContext:
     method: FinetuneMethod      # the finetune config, typed
     strategy: MergeStrategy     # the merge config, typed
     models: ModelLoader
+    resume: ResumePlan | None = None  # the checked plan of what training continues (pipeline/guards.py)
     _task: TaskSplits | None = field(default=None, repr=False)
     _suite: EvalSuite | None = field(default=None, repr=False)
     _holdout: EvalSuite | None = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, cfg: DictConfig, run_dir: Path, logger: Any, device: torch.device, precision: str) -> RunContext:
+    def build(cls, cfg: DictConfig, run_dir: Path, logger: Any, device: torch.device, precision: str,
+              resume: ResumePlan | None = None) -> RunContext:
         """``precision`` is the resolved one (:func:`wiseft_lab.precision.resolve_precision`)."""
         model = cfg.model
-        return cls(cfg=cfg, run_dir=run_dir, logger=logger, device=device, precision=precision,
+        return cls(cfg=cfg, run_dir=run_dir, logger=logger, device=device, precision=precision, resume=resume,
                    method=instantiate_checked(cfg.finetune, "finetune"),
                    strategy=instantiate_checked(cfg.merge, "merge"),
                    models=ModelLoader(model.arch, model.pretrained, device, model.get("cache_dir")))

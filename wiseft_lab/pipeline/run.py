@@ -24,10 +24,12 @@ from wiseft_lab.config import ConfigError, check_targets
 from wiseft_lab.data.layouts import check_data_layouts
 from wiseft_lab.io import atomic_write_text
 from wiseft_lab.merging.pool import pool_group
+from wiseft_lab.models.checkpoint import verification
 from wiseft_lab.pipeline.context import RunContext, resolve_device, sweep_group
 from wiseft_lab.pipeline.deprecations import apply_deprecations
 from wiseft_lab.pipeline.evaluate import evaluate
 from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
+from wiseft_lab.pipeline.guards import preflight
 from wiseft_lab.pipeline.merge import merge
 from wiseft_lab.pipeline.report import report
 from wiseft_lab.precision import resolve_precision
@@ -109,7 +111,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.error("Run refused: %s", err)
         raise
     seed_everything(int(cfg.seed))
-    logger = None
+    logger = source_lock = None
     previous_handler = _raise_on_sigterm()
     try:
         cfg = apply_deprecations(cfg)
@@ -122,13 +124,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         device = resolve_device(cfg.device)
         precision = resolve_precision(cfg.precision, device)
         log.info("Device %s, precision %s (precision=%s)", device, precision, cfg.precision)
+        resume, source_lock = preflight(cfg, run_dir, precision, multirun=sweep_group() is not None)
         write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
                        {"run_dir": str(run_dir), "stages": list(cfg.stages), "device": str(device),
                         "precision": precision})
         config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision}
         logger = create_logger(cfg.get("logger"), run_dir, config, group=sweep_group() or pool_group(cfg),
                                name=f"{cfg.task_name}-{run_dir.name}")
-        outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision))
+        with verification(cfg.checkpoints.get("verify", True)):
+            outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision, resume))
         logger.close(exit_code=0)
     except BaseException as err:
         report_failure(run_dir, err, logger)
@@ -136,6 +140,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+        if source_lock is not None:
+            source_lock.release()
         lock.release()
     outputs["run_dir"] = run_dir
     outputs["wandb"] = logger.directory
