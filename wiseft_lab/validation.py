@@ -119,6 +119,7 @@ RULES: tuple[Rule, ...] = (
     at_least("data.shots", 1, nullable=True),
     at_least("data.num_workers", 0),
     Rule("data.short_classes", choices=("error", "keep")),
+    Rule("data.skip_corrupt", choices=(True, False)),
     # evaluation
     at_least("eval.batch_size", 1),
     at_least("eval.num_workers", 0),

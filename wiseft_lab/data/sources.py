@@ -15,7 +15,7 @@ from torchvision.datasets import ImageFolder
 
 from wiseft_lab.data import synthetic
 from wiseft_lab.data.base import TaskData
-from wiseft_lab.data.datasets import ImageList
+from wiseft_lab.data.datasets import ImageList, pil_open
 from wiseft_lab.data.layouts import layout_error, with_layout_check
 
 
@@ -89,7 +89,7 @@ def image_folder(
     """
     split_dir = _folder_dir(split, root)
     try:
-        dataset = ImageFolder(str(split_dir), transform=transform)
+        dataset = ImageFolder(str(split_dir), transform=transform, loader=pil_open)  # names a bad file
     except FileNotFoundError as err:  # no class folders, or a class folder without images
         raise layout_error("Image folder", str(err), _folder_layout(root, split)) from err
     given = load_classnames(classnames)

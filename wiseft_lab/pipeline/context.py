@@ -25,12 +25,13 @@ import wiseft_lab.training.methods  # noqa: F401  (registers the fine-tuning met
 from wiseft_lab.config import instantiate_checked
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.class_subsets import subsample_classes
-from wiseft_lab.data.datasets import with_transform
+from wiseft_lab.data.datasets import readable_subset, with_transform
 from wiseft_lab.data.splits import train_and_holdout
 from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite
 from wiseft_lab.merging.registry import MergeStrategy
 from wiseft_lab.models.loader import ModelLoader
 from wiseft_lab.pipeline.guards import ResumePlan
+from wiseft_lab.reporting.run_info import update_run_info
 from wiseft_lab.training.job import FinetuneMethod
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,12 @@ class RunContext:
         if self._task is None:
             data = self.cfg.data
             full = subsample_classes(instantiate(data.dataset)(transform=None), data.get("classes"))
+            if data.get("skip_corrupt"):
+                full, skipped = readable_subset(full)
+                if skipped:
+                    log.warning("data.skip_corrupt=true: skipped %d unreadable images, e.g. %s", len(skipped),
+                                skipped[0])
+                update_run_info(self.run_dir, {"skipped_images": {"count": len(skipped), "files": skipped[:1000]}})
             train, held = train_and_holdout(full, float(data.get("holdout_fraction") or 0.0), data.get("shots"),
                                             seed=self.seed, holdout_seed=int(data.get("holdout_seed", 0)),
                                             strict_shots=data.get("short_classes", "error") == "error")
