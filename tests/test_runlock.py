@@ -8,6 +8,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +66,19 @@ def test_a_second_job_into_a_locked_run_dir_is_refused_and_writes_nothing(tmp_pa
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and f"is locked by pid {sleeper.pid}" in out and "Traceback" not in out
     assert not any((run_dir / name).exists() for name in ("config.yaml", "error.log", "checkpoints"))
+
+
+@pytest.mark.slow
+def test_of_jobs_racing_for_one_dir_exactly_one_takes_it(tmp_path):
+    """Processes released together: one holds the lock (15 s: a late starter still meets it), the others are refused."""
+    script = ("import sys, time; from wiseft_lab.runlock import RunLock, RunLockedError\n"
+              "go = float(sys.argv[2])\n"
+              "while time.time() < go: pass\n"
+              "try:\n    RunLock(sys.argv[1]).acquire(); print('took'); time.sleep(max(0.0, go + 15 - time.time()))\n"
+              "except RunLockedError: print('refused')\n")
+    start = str(time.time() + 8)  # after every process has imported
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), start], stdout=subprocess.PIPE,
+                              text=True, env=env) for _ in range(3)]
+    outcomes = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+    assert outcomes == ["refused", "refused", "took"]
