@@ -13,6 +13,7 @@ from PIL import Image
 from wiseft_lab.cli import config_dir
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.datasets import CorruptImageError, ImageList, readable_subset
+from wiseft_lab.errors import console_message
 from wiseft_lab.pipeline.context import RunContext
 from wiseft_lab.reporting.loggers import NullLogger
 
@@ -59,3 +60,12 @@ def test_skip_corrupt_is_off_by_default_and_counted_in_run_info(tmp_path):
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["seed"] == 0 and info["skipped_images"]["count"] == 1
     assert len(RunContext.build(strict, run_dir, NullLogger(), torch.device("cpu"), "fp32").task().train.dataset) == 6
+
+
+def test_a_bad_image_in_a_loader_worker_still_reads_as_one_line(tmp_path):
+    bad = image_tree(tmp_path)
+    loader = torch.utils.data.DataLoader(ImageList([(str(bad), 0)]), num_workers=1)
+    with pytest.raises(CorruptImageError) as caught:
+        next(iter(loader))
+    assert "Original Traceback" in str(caught.value)  # torch's re-raise carries the worker's traceback
+    assert console_message(caught.value).startswith(f"{bad}: cannot be decoded")

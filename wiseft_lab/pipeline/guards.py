@@ -37,8 +37,10 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 # What a resumed run must share with its original: a difference here changes the numbers it produces.
 MATH_KEYS = ("model", "data", "finetune", "optimizer", "scheduler", "seed", "precision", "resolved_precision")
-# ... except these, which change where or how fast, not what (or only guard against a bad value).
-NEUTRAL_KEYS = ("model.cache_dir", "data.num_workers", "data.short_classes", "finetune.keep_checkpoints")
+# ... except these, which change where or how fast, not what, or guards that either change nothing or fail loudly
+# (a run saved before a guard existed lacks its key).
+NEUTRAL_KEYS = ("model.cache_dir", "data.num_workers", "data.short_classes", "data.skip_corrupt",
+                "finetune.keep_checkpoints")
 MAX_DIFF_LINES = 12
 
 

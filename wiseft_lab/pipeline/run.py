@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from wiseft_lab.config import ConfigError, check_targets
 from wiseft_lab.data.layouts import check_data_layouts
+from wiseft_lab.errors import console_message
 from wiseft_lab.io import atomic_write_text
 from wiseft_lab.merging.pool import pool_group
 from wiseft_lab.models.checkpoint import verification
@@ -93,7 +94,7 @@ def report_failure(run_dir: Path, err: BaseException, logger: Any) -> None:
         where = f"full traceback: {run_dir / 'error.log'}"
     except OSError as write_err:
         where = f"the traceback could not be saved: {write_err}"
-    log.error("Run failed: %s\n(%s)", err, where)
+    log.error("Run failed: %s\n(%s)", console_message(err), where)
     if logger is not None:
         try:
             logger.close(exit_code=1)
