@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -16,8 +18,14 @@ def composed(*overrides: str):
         return compose(config_name="train", overrides=["smoke=tiny", *overrides])
 
 
-def test_the_default_and_smoke_configs_are_valid():
-    assert violations(composed()) == []
+PRESETS = sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("size", [[], ["smoke=tiny"]], ids=["full", "smoke"])
+def test_every_preset_is_valid(preset, size):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        assert violations(compose(config_name="train", overrides=[f"experiment={preset}", *size])) == []
 
 
 @pytest.mark.parametrize(("override", "message"), [
