@@ -1,4 +1,9 @@
-"""Crash-safe file writing: every artifact is written to a temporary file, then renamed into place."""
+"""Crash-safe file writing: every artifact is written to a temporary file, then renamed into place.
+
+In a data-parallel job only rank 0 writes (and removes) files: the other ranks compute the same artifacts and
+read rank 0's after the stage that wrote them (:mod:`wiseft_lab.pipeline.ranks`). ``every_rank=True`` is for the
+one exception, a rank's own error log.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -14,6 +20,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
+
+from wiseft_lab.distributed import current
 
 
 def _read_umask() -> int:
@@ -31,13 +39,26 @@ def _temporary_sibling(path: Path) -> str:
     return tmp
 
 
-def _atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+def writes_here(every_rank: bool = False) -> bool:
+    """Whether this process writes files: always in one process; rank 0 only in a distributed job."""
+    return every_rank or current().is_main
+
+
+def remove_tree(path: str | Path) -> None:
+    """Delete a directory (an outdated checkpoint) where this process owns the files."""
+    if writes_here():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _atomic_write(path: str | Path, write: Callable[[str], None], every_rank: bool = False) -> Path:
     """``write(tmp)`` fills a temporary sibling, which is synced and renamed over ``path``: never half a file.
 
     The file gets the umask's mode after ``write`` (mkstemp makes it 0600, and safetensors replaces the file with
     its own 0600 one), so colleagues read checkpoints as they read every other file of a run.
     """
     path = Path(path)
+    if not writes_here(every_rank):
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
     try:
@@ -52,13 +73,13 @@ def _atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes, every_rank: bool = False) -> Path:
     """Write ``data`` so that ``path`` is either the old file or the complete new one."""
-    return _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    return _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), every_rank)
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | Path, text: str, every_rank: bool = False) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), every_rank)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -80,7 +80,8 @@ class RunLock:
 
     def _link(self, record: dict) -> bool:
         """Put a complete lock file in place unless one exists."""
-        staged = atomic_write_text(self.run_dir / f".{LOCK_FILE}.{os.getpid()}", json.dumps(record) + "\n")
+        staged = atomic_write_text(self.run_dir / f".{LOCK_FILE}.{os.getpid()}", json.dumps(record) + "\n",
+                                   every_rank=True)
         try:
             os.link(staged, self.path)
         except FileExistsError:

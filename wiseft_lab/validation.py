@@ -23,7 +23,8 @@ _ABSENT = object()
 class Rule:
     """What ``key`` may hold: a number (``integer``) in a range, or one of ``choices``; ``each``: a list of them.
 
-    ``unless`` names a boolean key that lifts the range (``merge.extrapolate`` for alphas outside [0, 1]).
+    ``unless`` names a boolean key that lifts the range (``merge.extrapolate`` for alphas outside [0, 1]);
+    ``also``: words allowed besides the numbers (``auto`` workers).
     """
 
     key: str
@@ -36,6 +37,7 @@ class Rule:
     nullable: bool = False
     each: bool = False
     unless: str | None = None
+    also: tuple[str, ...] = ()
 
     def allowed(self, ranged: bool = True) -> str:
         if self.choices:
@@ -49,14 +51,16 @@ class Rule:
                 bounds.append(f"{'<' if self.high_open else '<='} {self.high:g}")
             if bounds:
                 text += " " + " and ".join(bounds)
+        if self.also:
+            text += ", or " + ", ".join(self.also)
         if self.each:
             text = f"a list, each item {text}"
         return text + (" (or null)" if self.nullable else "")
 
     def fits(self, value: Any, ranged: bool = True) -> bool:
         """Whether one item is allowed (``ranged=False``: the type only)."""
-        if self.choices:
-            return value in self.choices
+        if self.choices or value in self.also:
+            return value in self.choices or value in self.also
         if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
             return False
         if not ranged:
@@ -105,6 +109,7 @@ RULES: tuple[Rule, ...] = (
     at_least("finetune.mixup_alpha", 0.0, integer=False),
     at_least("finetune.kd_lambda", 0.0, integer=False),
     at_least("finetune.lp_epochs", 1),
+    at_least("finetune.checkpoint_every_steps", 1, nullable=True),
     # optimiser and schedule
     positive("optimizer.lr"),
     at_least("optimizer.weight_decay", 0.0, integer=False),
@@ -117,12 +122,13 @@ RULES: tuple[Rule, ...] = (
     # data
     Rule("data.holdout_fraction", low=0.0, high=1.0, high_open=True),
     at_least("data.shots", 1, nullable=True),
-    at_least("data.num_workers", 0),
+    Rule("data.num_workers", integer=True, low=0, also=("auto",)),
     Rule("data.short_classes", choices=("error", "keep")),
     Rule("data.skip_corrupt", choices=(True, False)),
     # evaluation
     at_least("eval.batch_size", 1),
-    at_least("eval.num_workers", 0),
+    Rule("eval.num_workers", integer=True, low=0, also=("auto",)),
+    Rule("eval.cache_device", choices=("auto", "cpu", "device")),
     at_least("eval.cache_max_gb", 0.0, integer=False),
     # merging
     alphas("merge.alphas"),

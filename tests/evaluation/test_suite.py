@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from wiseft_lab import EvalSuite, TaskData, evaluate
 from wiseft_lab.data.base import MaxOverGroups, SelectColumns, project_logits
-from wiseft_lab.data.cache import clear_memory_cache, split_transform
+from wiseft_lab.data.cache import cache_device, clear_memory_cache, split_transform
 from wiseft_lab.data.sources import synthetic_styles
 from wiseft_lab.data.splits import LabeledSubset
 from wiseft_lab.evaluation.metrics import average_over, top1
@@ -81,3 +81,20 @@ def test_evaluate_reports_every_set_and_the_shift_average(tiny_bundle, tmp_path)
     labels = torch.cat([y for _, y in DataLoader(two_classes, batch_size=30)])
     assert torch.equal(saved["labels"], labels)
     assert metrics["sketch2/top1"] == top1(saved["logits"], labels)
+
+
+@pytest.mark.parametrize(("mode", "device", "needed", "free", "expected"), [
+    ("auto", "cuda:0", 10, 20, "cuda:0"),   # fits in half the free memory: resident on the GPU
+    ("auto", "cuda:0", 11, 20, "cpu"),      # over half: stays on the CPU (pinned), copied per batch
+    ("device", "cuda:0", 11, 20, "cuda:0"),  # asked for explicitly
+    ("cpu", "cuda:0", 1, 20, "cpu"),
+    ("auto", "cpu", 1, None, "cpu"),
+    ("device", "cpu", 1, None, "cpu"),
+])
+def test_where_a_decoded_set_lives(mode, device, needed, free, expected):
+    assert cache_device(mode, torch.device(device), needed, free) == torch.device(expected)
+
+
+def test_an_unknown_cache_device_is_refused():
+    with pytest.raises(ValueError, match="eval.cache_device='gpu'"):
+        cache_device("gpu", torch.device("cpu"), 1, None)

@@ -42,7 +42,7 @@ def fake_run(run_dir, cfg, epochs=(1,), finished=False, arch="wiseft-tiny-vit", 
         (ckpt / "model.safetensors").write_bytes(b"weights")
         (ckpt / "meta.json").write_text(json.dumps({"arch": arch, "classnames": ["a"], "templates": ["{}"]}))
         if name.startswith("epoch_"):
-            (ckpt / "trainer_state.json").write_text("{}")
+            (ckpt / "trainer_state.json").write_text(json.dumps({"step": int(name[6:]) * 10}))
     return run_dir
 
 

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from wiseft_lab.data.cache import PreparedSet
+from wiseft_lab.evaluation.features import FeatureCache
 from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite, evaluate
 from wiseft_lab.models.checkpoint import StateDict, load_state_dict
 from wiseft_lab.models.loader import ModelLoader
@@ -63,6 +64,8 @@ class MergeContext:
     holdout: EvalSuite | None  # the held-out split as a one-set suite, or None without one
     eval_batch_size: int = 256
     log_metrics: Callable[[dict, int | None], None] = lambda metrics, step=None: None
+    # Held-out image-tower outputs, reused while candidates share one tower (soups of lc ingredients).
+    features: FeatureCache = field(default_factory=FeatureCache)
 
     def holdout_set(self) -> PreparedSet | None:
         return self.holdout.sets[HOLDOUT] if self.holdout is not None else None
@@ -73,7 +76,7 @@ class MergeContext:
             raise ValueError("No held-out split in this run (data.holdout_fraction is 0).")
         model = self.models.load(self.models.skeleton(template), state)
         metrics = evaluate(model, self.holdout, batch_size=self.eval_batch_size, precision=self.precision,
-                           progress=False)
+                           progress=False, features=self.features)
         return metrics[f"{HOLDOUT}/top1"]
 
 

@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from wiseft_lab.errors import UserFacingError
-from wiseft_lab.io import file_sha256, read_json, write_json, write_safetensors
+from wiseft_lab.io import file_sha256, read_json, write_json, write_safetensors, writes_here
 from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.models.factory import create_clip
 from wiseft_lab.models.zeroshot import ClassificationHead
@@ -124,6 +124,8 @@ def save_checkpoint(directory: str | Path, weights: torch.nn.Module | Mapping[st
     directory = Path(directory)
     state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
     path = write_safetensors(directory / WEIGHTS_FILE, state)
+    if not writes_here():  # a rank above 0 of a data-parallel job: rank 0 writes (and digests) the files
+        return directory
     digest = file_sha256(path)
     stat = path.stat()
     _VERIFIED[(str(path.resolve()), stat.st_size, stat.st_mtime_ns)] = digest

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import wiseft_lab.merging  # noqa: F401  (registers the merge strategies)
 import wiseft_lab.training.methods  # noqa: F401  (registers the fine-tuning methods)
-from wiseft_lab.config import instantiate_checked
+from wiseft_lab.config import ConfigError, instantiate_checked
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.class_subsets import subsample_classes
 from wiseft_lab.data.datasets import readable_subset, with_transform
@@ -57,6 +58,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def available_cores() -> int:
+    """The cores this process may run on (a Slurm or cgroup limit, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(value: int | str, key: str) -> int:
+    """DataLoader workers: ``auto`` leaves one core to the main process and caps at 8 (one core: none).
+
+    Why: more workers than cores only costs start-up time (4 workers on 2 cores doubled the first step) and makes
+    torch warn on every run; decoding rarely needs more than 8 processes per GPU.
+    """
+    if value == "auto":
+        return min(8, available_cores() - 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key}={value!r}: give a number of DataLoader workers >= 0, or auto")
+    return value
+
+
 def hydra_choice(group: str) -> str | None:
     """The option chosen for a config group (``data``: ``dtd``), when running under Hydra."""
     return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
@@ -87,6 +109,8 @@ class RunContext:
     method: FinetuneMethod      # the finetune config, typed
     strategy: MergeStrategy     # the merge config, typed
     models: ModelLoader
+    data_workers: int = 0       # resolved DataLoader workers (``data.num_workers``, ``eval.num_workers``)
+    eval_workers: int = 0
     resume: ResumePlan | None = None  # the checked plan of what training continues (pipeline/guards.py)
     _task: TaskSplits | None = field(default=None, repr=False)
     _suite: EvalSuite | None = field(default=None, repr=False)
@@ -94,13 +118,15 @@ class RunContext:
 
     @classmethod
     def build(cls, cfg: DictConfig, run_dir: Path, logger: Any, device: torch.device, precision: str,
-              resume: ResumePlan | None = None) -> RunContext:
-        """``precision`` is the resolved one (:func:`wiseft_lab.precision.resolve_precision`)."""
+              workers: tuple[int, int] = (0, 0), resume: ResumePlan | None = None) -> RunContext:
+        """``precision`` and ``workers`` (data, eval) are resolved (:func:`wiseft_lab.precision.resolve_precision`,
+        :func:`resolve_workers`); ``resume`` is the checked plan of :func:`wiseft_lab.pipeline.guards.preflight`."""
         model = cfg.model
         return cls(cfg=cfg, run_dir=run_dir, logger=logger, device=device, precision=precision, resume=resume,
                    method=instantiate_checked(cfg.finetune, "finetune"),
                    strategy=instantiate_checked(cfg.merge, "merge"),
-                   models=ModelLoader(model.arch, model.pretrained, device, model.get("cache_dir")))
+                   models=ModelLoader(model.arch, model.pretrained, device, model.get("cache_dir")),
+                   data_workers=workers[0], eval_workers=workers[1])
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -140,7 +166,8 @@ class RunContext:
             self._holdout = EvalSuite.build(
                 HOLDOUT, {HOLDOUT: lambda transform: with_transform(held, transform)}, transform,
                 cache_keys={HOLDOUT: key}, max_cache_bytes=float(self.cfg.eval.cache_max_gb) * 1e9,
-                batch_size=self.cfg.eval.batch_size, num_workers=self.cfg.eval.num_workers)
+                batch_size=self.cfg.eval.batch_size, num_workers=self.eval_workers, device=self.device,
+                cache_device=self.cfg.eval.cache_device)
         return self._holdout
 
     def suite(self) -> EvalSuite:
@@ -153,5 +180,6 @@ class RunContext:
                      for name, c in ev.datasets.items()} if ev.cache else None)
             self._suite = EvalSuite.build(ev.reference, builders, transform, cache_keys=keys,
                                           max_cache_bytes=float(ev.cache_max_gb) * 1e9, batch_size=ev.batch_size,
-                                          num_workers=ev.num_workers)
+                                          num_workers=self.eval_workers, device=self.device,
+                                          cache_device=ev.cache_device)
         return self._suite

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from wiseft_lab.evaluation.features import FeatureCache
 from wiseft_lab.evaluation.set_heads import evaluate_with_set_heads
 from wiseft_lab.evaluation.suite import EvalSuite
 from wiseft_lab.io import atomic_write_text, write_csv, write_jsonl
@@ -33,6 +34,7 @@ def evaluate(ctx: RunContext, candidates: Candidates) -> Evaluation:
     suite = ctx.suite()
     rows: list[dict[str, Any]] = []
     endpoints: dict[float, dict] = {}
+    features = FeatureCache()  # models sharing one image tower (lc heads, their soups) run it once per set
     for entry in candidates.entries:
         if entry.model == "wiseft" and entry.alpha in endpoints:
             metrics = endpoints[entry.alpha]  # alpha 0 / 1 are the endpoints bit for bit
@@ -41,7 +43,7 @@ def evaluate(ctx: RunContext, candidates: Candidates) -> Evaluation:
             tag = entry.tag or (entry.model if entry.model != "wiseft" else f"wiseft_{entry.alpha:g}")
             metrics = evaluate_with_set_heads(
                 subject, suite, head_for=ctx.models.head_builder(model) if entry.module is None else None,
-                batch_size=ctx.cfg.eval.batch_size, precision=ctx.precision,
+                batch_size=ctx.cfg.eval.batch_size, precision=ctx.precision, features=features,
                 predictions_dir=ctx.run_dir / "predictions" / tag if ctx.cfg.eval.save_predictions else None)
             if entry.model in ENDPOINTS:
                 endpoints[entry.alpha] = metrics

@@ -19,7 +19,7 @@ from wiseft_lab.models.templates import coop_templates, resolve_templates, templ
 from wiseft_lab.models.text_head import build_text_head
 from wiseft_lab.models.zeroshot import build_zeroshot_head
 from wiseft_lab.pipeline.context import RunContext, digest, hydra_choice, weights_identity
-from wiseft_lab.pipeline.guards import adopt
+from wiseft_lab.pipeline.guards import adopt, training_dir
 from wiseft_lab.training.job import FinetuneJob
 from wiseft_lab.training.trainable import select_trainable, write_trainable_report
 
@@ -81,8 +81,8 @@ def finetune(ctx: RunContext) -> Endpoints:
     job = FinetuneJob(
         model=classifier, bundle=ctx.models.bundle(), train_data=ctx.task().train, precision=ctx.precision,
         seed=ctx.seed, optimizer_factory=instantiate(ctx.cfg.optimizer),
-        scheduler_factory=instantiate(ctx.cfg.scheduler), checkpoint_dir=ctx.checkpoint_dir,
-        meta=meta.replace(method=ctx.method.name), num_workers=ctx.cfg.data.num_workers,
+        scheduler_factory=instantiate(ctx.cfg.scheduler), checkpoint_dir=training_dir(ctx.resume, ctx.checkpoint_dir),
+        meta=meta.replace(method=ctx.method.name), num_workers=ctx.data_workers,
         resume=ctx.resume is not None,
         feature_cache=feature_cache_path(ctx), log_metrics=ctx.logger.log)
     model = ctx.method.run(job)

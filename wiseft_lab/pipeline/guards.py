@@ -27,10 +27,10 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from wiseft_lab.config import ConfigError
-from wiseft_lab.io import read_json
+from wiseft_lab.io import read_json, writes_here
 from wiseft_lab.models.checkpoint import META_FILE, check_architecture, read_meta
 from wiseft_lab.runlock import RunLock
-from wiseft_lab.training.loop import find_interrupted_run, latest_epoch_dir, record_resumed_from
+from wiseft_lab.training.loop import find_interrupted_run, latest_checkpoint_dir, record_resumed_from
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def plan_resume(cfg: DictConfig, run_dir: Path, multirun: bool) -> ResumePlan | 
     if resume in (None, False, "false"):
         return None
     if resume in (True, "true"):
-        own = latest_epoch_dir(run_dir / CHECKPOINTS)
+        own = latest_checkpoint_dir(run_dir / CHECKPOINTS)
         if own is not None or multirun:
             return _in_place(run_dir, own) if own is not None else None
         source = find_interrupted_run(run_dir.parent, exclude=run_dir)
@@ -76,7 +76,7 @@ def plan_resume(cfg: DictConfig, run_dir: Path, multirun: bool) -> ResumePlan | 
         source = Path(str(resume))
         if source.name == CHECKPOINTS:  # resume=<run>/checkpoints works too
             source = source.parent
-    epoch_dir = latest_epoch_dir(source / CHECKPOINTS)
+    epoch_dir = latest_checkpoint_dir(source / CHECKPOINTS)
     if epoch_dir is None:
         raise ConfigError(f"resume={resume}: no finished epoch checkpoint under {source / CHECKPOINTS}")
     if source.resolve() == run_dir.resolve():
@@ -149,7 +149,7 @@ def check_resume_config(plan: ResumePlan, cfg: DictConfig, precision: str) -> li
 def adopt(plan: ResumePlan, checkpoint_dir: Path) -> None:
     """Bring the epoch to continue into this run's checkpoints (hard links, or copies across file systems); the
     source run is only read. Every later write replaces files (atomic rename), so the links never alter it."""
-    if plan.in_place:
+    if plan.in_place or not writes_here():
         return
     target = checkpoint_dir / plan.epoch_dir.name
     target.mkdir(parents=True, exist_ok=True)
@@ -160,6 +160,14 @@ def adopt(plan: ResumePlan, checkpoint_dir: Path) -> None:
             except OSError:
                 shutil.copy2(item, target / item.name)
     record_resumed_from(checkpoint_dir, plan.source, plan.epoch_dir)
+
+
+def training_dir(plan: ResumePlan | None, checkpoint_dir: Path) -> Path:
+    """Where the trainer finds the checkpoint to resume: this run's (where :func:`adopt` put it); a rank above 0,
+    which writes nothing and may look before rank 0 has linked it, reads the source run's directly."""
+    if plan is None or plan.in_place or writes_here():
+        return checkpoint_dir
+    return plan.epoch_dir.parent
 
 
 def check_input_architectures(cfg: DictConfig, stages: Sequence[str], resume: ResumePlan | None) -> None:
@@ -177,14 +185,15 @@ def check_input_architectures(cfg: DictConfig, stages: Sequence[str], resume: Re
     check_architecture(expected, inputs)
 
 
-def preflight(cfg: DictConfig, run_dir: Path, precision: str, multirun: bool) -> tuple[ResumePlan | None,
-                                                                                       RunLock | None]:
+def preflight(cfg: DictConfig, run_dir: Path, precision: str, multirun: bool,
+              lock: bool = True) -> tuple[ResumePlan | None, RunLock | None]:
     """What the job resumes (config checked, the source run locked while it is read) and whose checkpoints fit;
-    the caller releases the returned lock when the job ends."""
+    the caller releases the returned lock when the job ends. ``lock=False`` on the ranks above 0 of a
+    data-parallel job: rank 0 holds the lock for them all."""
     plan = plan_resume(cfg, run_dir, multirun)
     if plan is not None:
         check_resume_config(plan, cfg, precision)
     check_input_architectures(cfg, list(cfg.stages), plan)
-    if plan is None or plan.in_place:
+    if plan is None or plan.in_place or not lock:
         return plan, None
     return plan, RunLock(plan.source, purpose=f"resumed by {run_dir}").acquire()

@@ -20,23 +20,26 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from wiseft_lab import distributed
 from wiseft_lab.config import ConfigError, check_targets
 from wiseft_lab.data.layouts import check_data_layouts
 from wiseft_lab.errors import console_message
 from wiseft_lab.io import atomic_write_text
 from wiseft_lab.merging.pool import pool_group
 from wiseft_lab.models.checkpoint import verification
-from wiseft_lab.pipeline.context import RunContext, resolve_device, sweep_group
+from wiseft_lab.pipeline.context import RunContext, available_cores, resolve_device, resolve_workers, sweep_group
 from wiseft_lab.pipeline.deprecations import apply_deprecations
 from wiseft_lab.pipeline.evaluate import evaluate
 from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
 from wiseft_lab.pipeline.guards import preflight
 from wiseft_lab.pipeline.merge import merge
+from wiseft_lab.pipeline.ranks import error_log_path, stage_done, start_rank
 from wiseft_lab.pipeline.report import report
 from wiseft_lab.precision import resolve_precision
 from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.run_info import write_run_info
 from wiseft_lab.runlock import RunLock, RunLockedError
+from wiseft_lab.training.loop import request_stop
 from wiseft_lab.validation import validate
 
 log = logging.getLogger(__name__)
@@ -66,19 +69,23 @@ def run_stages(ctx: RunContext) -> dict[str, Any]:
     if "finetune" in stages:
         ctx.task()  # the training split (and its shots check) before any model is built
     ends = finetune(ctx) if "finetune" in stages else endpoints(ctx)
+    stage_done()  # the other ranks read rank 0's checkpoints from here on
     if "merge" not in stages and "evaluate" not in stages:
         return {}
     candidates = merge(ctx, ends, run_strategy="merge" in stages)
+    stage_done()
     if "evaluate" not in stages:
         return {}
     return report(ctx, evaluate(ctx, candidates))
 
 
 def _raise_on_sigterm():
-    """Turn SIGTERM (a scheduler's pre-emption, ``kill``) into an exception, so a killed job still writes its
-    error.log and finishes its W&B run; returns the previous handler (None off the main thread)."""
+    """SIGTERM (a scheduler's pre-emption, ``kill``): training checkpoints at its next step and stops; outside
+    training the job stops at once. Either way it writes its error.log and finishes its W&B run. Returns the
+    previous handler (None off the main thread)."""
     def terminate(signum, frame):
-        raise SystemExit(128 + signum)
+        if not request_stop():
+            raise SystemExit(128 + signum)
 
     try:
         return signal.signal(signal.SIGTERM, terminate)
@@ -86,12 +93,12 @@ def _raise_on_sigterm():
         return None
 
 
-def report_failure(run_dir: Path, err: BaseException, logger: Any) -> None:
+def report_failure(error_log: Path, err: BaseException, logger: Any) -> None:
     """Save the traceback, say on the console that the run failed, close the logger as failed: each even when the
     one before it cannot (a full disk fails the first and must not silence the others)."""
     try:
-        atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))
-        where = f"full traceback: {run_dir / 'error.log'}"
+        atomic_write_text(error_log, "".join(traceback.format_exception(err)), every_rank=True)
+        where = f"full traceback: {error_log}"
     except OSError as write_err:
         where = f"the traceback could not be saved: {write_err}"
     log.error("Run failed: %s\n(%s)", console_message(err), where)
@@ -122,21 +129,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if unknown:
             raise ConfigError(f"stages={list(cfg.stages)}: unknown stages {sorted(unknown)}; "
                               f"choose from {list(STAGES)}")
-        device = resolve_device(cfg.device)
+        world = distributed.init(resolve_device(cfg.device))
+        device = distributed.rank_device(resolve_device(cfg.device), world)
+        run_dir, world_info = start_rank(world, device, run_dir)
         precision = resolve_precision(cfg.precision, device)
-        log.info("Device %s, precision %s (precision=%s)", device, precision, cfg.precision)
-        resume, source_lock = preflight(cfg, run_dir, precision, multirun=sweep_group() is not None)
+        workers = (resolve_workers(cfg.data.num_workers, "data.num_workers"),
+                   resolve_workers(cfg.eval.num_workers, "eval.num_workers"))
+        log.info("Device %s, precision %s (precision=%s), DataLoader workers: data %d, eval %d (of %d cores)",
+                 device, precision, cfg.precision, *workers, available_cores())
+        resume, source_lock = preflight(cfg, run_dir, precision, multirun=sweep_group() is not None,
+                                        lock=world.is_main)
         write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
                        {"run_dir": str(run_dir), "stages": list(cfg.stages), "device": str(device),
-                        "precision": precision})
-        config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision}
-        logger = create_logger(cfg.get("logger"), run_dir, config, group=sweep_group() or pool_group(cfg),
-                               name=f"{cfg.task_name}-{run_dir.name}")
+                        "precision": precision, "workers": {"data": workers[0], "eval": workers[1]},
+                        **world_info})
+        config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision,
+                  "resolved_workers": {"data": workers[0], "eval": workers[1]}}
+        logger = create_logger(cfg.get("logger") if world.is_main else None, run_dir, config,
+                               group=sweep_group() or pool_group(cfg), name=f"{cfg.task_name}-{run_dir.name}")
         with verification(cfg.checkpoints.get("verify", True)):
-            outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision, resume))
+            outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision, workers, resume))
         logger.close(exit_code=0)
     except BaseException as err:
-        report_failure(run_dir, err, logger)
+        report_failure(error_log_path(distributed.current(), run_dir), err, logger)
         raise
     finally:
         if previous_handler is not None:
@@ -145,6 +160,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             source_lock.release()
         lock.release()
     outputs["run_dir"] = run_dir
+    outputs["rank"] = distributed.current().rank
     outputs["wandb"] = logger.directory
     outputs["wandb_url"] = logger.url
     return outputs

@@ -12,8 +12,41 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import torch
+from torch.utils.data import Dataset
 from torchvision import transforms as T
+
+
+class SeededPerExample(Dataset):
+    """``dataset[i]`` with its random augmentation drawn from its own seed, a function of (seed, epoch, i).
+
+    Why: torchvision's crops draw from torch's global generator and timm's RandAugment from Python's and NumPy's,
+    so with DataLoader workers an example's augmentation would depend on which worker loads it, and on how many
+    there are. Seeding each draw by the example makes a run's augmentations the same with 0, 1 or 8 workers (and
+    whichever process or rank loads the example); the caller's generator states are restored afterwards.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        key = ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)) % 2**32
+        states = torch.get_rng_state(), random.getstate(), np.random.get_state()
+        torch.default_generator.manual_seed(key)  # the CPU generator only: torch.manual_seed also queues CUDA seeding
+        random.seed(key)
+        np.random.seed(key)
+        try:
+            return self.dataset[index]
+        finally:
+            torch.set_rng_state(states[0])
+            random.setstate(states[1])
+            np.random.set_state(states[2])
 
 
 def mixup_batch(inputs: torch.Tensor, labels: torch.Tensor, alpha: float

@@ -21,10 +21,12 @@ from torch.utils.data import DataLoader
 
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.datasets import with_transform
+from wiseft_lab.distributed import World, current, split_batch
 from wiseft_lab.models.checkpoint import CheckpointMeta, load_state_dict, save_checkpoint
 from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.models.factory import ClipBundle
-from wiseft_lab.training.loop import LoopConfig, Trainer, latest_epoch_dir
+from wiseft_lab.training.augment import SeededPerExample
+from wiseft_lab.training.loop import LoopConfig, Trainer, latest_checkpoint_dir
 from wiseft_lab.training.losses import LossFn, cross_entropy_loss
 from wiseft_lab.training.trainable import Trainable
 
@@ -70,11 +72,12 @@ class FinetuneMethod:
 
     method: str | None = None       # the registered name; choose a method with finetune=<name>
     epochs: int
-    batch_size: int = 32            # per optimisation step: batch_size x grad_accum_steps examples
+    batch_size: int = 32            # the global batch (split across ranks); x grad_accum_steps per optimiser step
     grad_accum_steps: int = 1
     clip_grad_norm: float | None = 1.0
     label_smoothing: float = 0.0
     keep_checkpoints: int | None = 1  # per-epoch checkpoints kept (resume needs 1); None keeps all
+    checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N optimiser steps (pre-emption)
     drop_last: bool = False         # drop an epoch's last partial batch (Dassl's rule, CoOp-family recipes)
     templates: str | list[str] | None = None  # the zero-shot head's prompts (coop: the data set's CoOp prompt)
     keep_text: bool = False         # keep (save, interpolate) the text tower; implied by a text head
@@ -97,7 +100,7 @@ class FinetuneMethod:
     def loop(self, job: FinetuneJob) -> LoopConfig:
         return LoopConfig(epochs=self.epochs, grad_accum_steps=self.grad_accum_steps,
                           clip_grad_norm=self.clip_grad_norm, precision=job.precision, seed=job.seed,
-                          keep_checkpoints=self.keep_checkpoints)
+                          keep_checkpoints=self.keep_checkpoints, checkpoint_every_steps=self.checkpoint_every_steps)
 
     def train(self, job: FinetuneJob, module: torch.nn.Module, dataset, *, loss_fn: LossFn | None = None,
               checkpoint_dir: Path | None = None, loop: LoopConfig | None = None,
@@ -124,7 +127,7 @@ class FinetuneMethod:
                           loop, checkpoint_dir, save_model, job.log_metrics)
         start_epoch = start_step = 0
         if job.resume:
-            last = latest_epoch_dir(checkpoint_dir)
+            last = latest_checkpoint_dir(checkpoint_dir)
             if last is None:
                 log.warning("resume requested but no finished epoch in %s: starting from scratch", checkpoint_dir)
             else:
@@ -137,19 +140,51 @@ class FinetuneMethod:
             trainer.fit(make_loader, len(make_loader(0)), start_epoch, start_step)
 
 
-def epoch_loader(dataset, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False,
-                 drop_last: bool = False):
-    """A loader factory whose shuffling (and worker RNG) depends only on (seed, epoch): resumable.
+class GlobalBatches(torch.utils.data.Sampler):
+    """One epoch's batches: a seeded permutation cut into global batches, each split across the ranks.
 
-    ``drop_last`` drops an epoch's last partial batch when the set holds at least one full batch (Dassl's rule,
-    which CoOp-family recipes such as CLIPFit train with).
+    The order is the same on every rank and for any number of ranks (it depends only on the seed and the epoch),
+    and a rank takes a contiguous share of each global batch (:func:`wiseft_lab.distributed.split_batch`), so N
+    processes see exactly the examples one process sees, step by step. ``drop_last`` drops a last partial batch
+    when the set holds at least one full batch (Dassl's rule, which CoOp-family recipes such as CLIPFit train with);
+    under N ranks a last batch smaller than N is dropped too (a rank cannot step on no examples).
     """
-    drop = drop_last and len(dataset) >= batch_size
 
-    def make(epoch: int) -> DataLoader:
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                          generator=generator, pin_memory=pin_memory, persistent_workers=False, drop_last=drop)
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, world: World, drop_last: bool = False,
+                 first_batch: int = 0):
+        self.n, self.batch_size, self.world, self.first_batch = n, batch_size, world, first_batch
+        self.seed = seed * 100_003 + epoch
+        smallest = world.size if world.distributed else 1
+        last = n % batch_size
+        self.batches = n // batch_size + (1 if last and last >= smallest and not (drop_last and n >= batch_size)
+                                          else 0)
+
+    def __len__(self) -> int:
+        return self.batches - self.first_batch
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        for index in range(self.first_batch, self.batches):  # a resumed epoch starts after the batches it did
+            yield split_batch(order[index * self.batch_size:(index + 1) * self.batch_size], self.world)
+
+
+def epoch_loader(dataset, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False,
+                 drop_last: bool = False, world: World | None = None):
+    """A loader factory whose batches and augmentations depend only on (seed, epoch): resumable, the same whatever
+    the number of workers (:class:`~wiseft_lab.training.augment.SeededPerExample`), and split across ranks
+    (:class:`GlobalBatches`; ``batch_size`` is the global batch).
+    """
+    world = world or current()
+    if world.distributed and batch_size < world.size:
+        raise ValueError(f"finetune.batch_size={batch_size} is the global batch: it must be at least the number "
+                         f"of processes ({world.size}).")
+
+    def make(epoch: int, first_batch: int = 0) -> DataLoader:
+        sampler = GlobalBatches(len(dataset), batch_size, seed, epoch, world, drop_last, first_batch)
+        # the generator only feeds the workers' base seed, drawn otherwise from (and moving) the global generator
+        return DataLoader(SeededPerExample(dataset, seed, epoch), batch_sampler=sampler, num_workers=num_workers,
+                          pin_memory=pin_memory, persistent_workers=False,
+                          generator=torch.Generator().manual_seed(sampler.seed))
     return make
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,8 +20,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from wiseft_lab.distributed import all_reduce_gradients, all_reduce_sum, current
 from wiseft_lab.errors import UserFacingError
-from wiseft_lab.io import file_sha256, read_json, write_json, write_safetensors
+from wiseft_lab.io import file_sha256, read_json, remove_tree, write_json, write_safetensors, writes_here
 from wiseft_lab.models.checkpoint import CheckpointError, load_weights
 from wiseft_lab.precision import autocast, resolve_precision
 from wiseft_lab.training.losses import Batch, LossFn
@@ -38,6 +39,22 @@ class NonFiniteLossError(UserFacingError, RuntimeError):
     """Training produced a NaN/inf loss; the last good checkpoint is left untouched."""
 
 
+class Preempted(UserFacingError, RuntimeError):
+    """Training was asked to stop (SIGTERM: a scheduler's pre-emption) and checkpointed at a step boundary."""
+
+
+_STOP = threading.Event()
+_TRAINING = threading.Event()
+
+
+def request_stop() -> bool:
+    """Ask a running :meth:`Trainer.fit` to checkpoint at its next step and stop; False when none is running."""
+    if not _TRAINING.is_set():
+        return False
+    _STOP.set()
+    return True
+
+
 @dataclass
 class LoopConfig:
     epochs: int
@@ -46,6 +63,7 @@ class LoopConfig:
     precision: str = "fp32"
     seed: int = 0
     keep_checkpoints: int | None = 1
+    checkpoint_every_steps: int | None = None  # also mid-epoch (an ImageNet epoch of ViT-L is hours)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -79,10 +97,17 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
         group.update(values)
 
 
-def latest_epoch_dir(checkpoint_dir: Path) -> Path | None:
-    """The newest complete per-epoch checkpoint (its trainer state is written last)."""
-    done = sorted(p.parent for p in Path(checkpoint_dir).glob(f"epoch_*/{TRAINER_STATE}"))
-    return done[-1] if done else None
+def _checkpoint_order(directory: Path) -> tuple[int, int]:
+    """Newest last: by optimiser step, an epoch's end after a mid-epoch checkpoint of the same step."""
+    return int(read_json(directory / TRAINER_STATE)["step"]), int(directory.name.startswith("epoch_"))
+
+
+def latest_checkpoint_dir(checkpoint_dir: Path) -> Path | None:
+    """The newest complete checkpoint, at an epoch's end (``epoch_*``) or mid-epoch (``step_*``); complete means its
+    trainer state, written last, is there."""
+    done = [p.parent for pattern in ("epoch_*", "step_*")
+            for p in Path(checkpoint_dir).glob(f"{pattern}/{TRAINER_STATE}")]
+    return max(done, key=_checkpoint_order) if done else None
 
 
 def find_interrupted_run(runs_dir: Path, exclude: Path | None = None) -> Path | None:
@@ -93,7 +118,7 @@ def find_interrupted_run(runs_dir: Path, exclude: Path | None = None) -> Path | 
     for run in runs:
         ckpts = run / "checkpoints"
         finished = (ckpts / "finetuned" / "meta.json").is_file() or (ckpts / RESUMED_BY).is_file()
-        if run != exclude and latest_epoch_dir(ckpts) is not None and not finished \
+        if run != exclude and latest_checkpoint_dir(ckpts) is not None and not finished \
                 and run.resolve() not in continued:
             return run
     return None
@@ -136,81 +161,152 @@ class Trainer:
         self.log_metrics = log_metrics or (lambda metrics, step: None)
         self.device = next(model.parameters()).device
         self.precision = resolve_precision(config.precision, self.device)
+        self._resume_partial: dict | None = None  # set by resume_from at a mid-epoch checkpoint
 
-    def _save_epoch(self, epoch: int, step: int, metrics: dict) -> Path:
-        directory = self.checkpoint_dir / f"epoch_{epoch:03d}"
+    def _save(self, directory: Path, epoch: int, step: int, metrics: dict, partial: dict | None = None) -> Path:
+        """Model, optimiser and trainer state (written last: it marks the checkpoint complete).
+
+        ``partial`` (mid-epoch only): the batches of epoch ``epoch`` already done, the epoch's running loss sums
+        and the main process's generator states, so a resumed run continues at the very next batch.
+        """
         self.save_model(directory, {"epoch": epoch, "step": step, "metrics": metrics})
         tensors, rest = _optimizer_tensors(self.optimizer)
+        if partial is not None:
+            tensors["rng.torch"] = torch.get_rng_state()
         optimizer_file = write_safetensors(directory / OPTIMIZER_FILE, tensors)
-        write_json(directory / TRAINER_STATE, {"epoch": epoch, "step": step, "optimizer": rest, "metrics": metrics,
-                                               "sha256": {OPTIMIZER_FILE: file_sha256(optimizer_file)}})
-        keep = self.config.keep_checkpoints
-        if keep:
-            epochs = sorted(p for p in self.checkpoint_dir.glob("epoch_*") if p.is_dir())
-            for old in epochs[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+        state = {"epoch": epoch, "step": step, "optimizer": rest, "metrics": metrics}
+        if writes_here():  # the rank that wrote it records its digest
+            state["sha256"] = {OPTIMIZER_FILE: file_sha256(optimizer_file)}
+        if partial is not None:
+            state["partial"] = {**partial, "python_random": random.getstate()}
+        write_json(directory / TRAINER_STATE, state)
         return directory
 
+    def _save_epoch(self, epoch: int, step: int, metrics: dict) -> Path:
+        directory = self._save(self.checkpoint_dir / f"epoch_{epoch:03d}", epoch, step, metrics)
+        for mid_epoch in self.checkpoint_dir.glob("step_*"):  # superseded by the epoch's end
+            remove_tree(mid_epoch)
+        self._keep_newest("epoch_*")
+        return directory
+
+    def _save_step(self, epoch: int, step: int, batches_done: int, running: float, seen: int) -> Path:
+        directory = self._save(self.checkpoint_dir / f"step_{step:08d}", epoch, step, {},
+                               {"batches_done": batches_done, "running": running, "seen": seen})
+        self._keep_newest("step_*")
+        return directory
+
+    def _keep_newest(self, pattern: str) -> None:
+        keep = self.config.keep_checkpoints
+        if keep:
+            for old in sorted(p for p in self.checkpoint_dir.glob(pattern) if p.is_dir())[:-keep]:
+                remove_tree(old)
+
     def resume_from(self, directory: Path, load_model: Callable[[Path], None]) -> tuple[int, int]:
-        """Load model + optimiser state of a per-epoch checkpoint; returns (next epoch, global step)."""
+        """Load model + optimiser state of a checkpoint; returns (the epoch to run, global step).
+
+        After a mid-epoch checkpoint, :meth:`fit` continues that epoch at its next batch.
+        """
         try:
             state = read_json(directory / TRAINER_STATE)
         except ValueError as err:
             raise CheckpointError(f"{directory / TRAINER_STATE} is not valid JSON ({err}): truncated or corrupt; "
-                                  f"delete {directory} to resume from the epoch before (if kept).") from err
+                                  f"delete {directory} to resume from the checkpoint before (if kept).") from err
         load_model(directory)
         tensors = load_weights(directory / OPTIMIZER_FILE, state.get("sha256", {}).get(OPTIMIZER_FILE),
                                directory / TRAINER_STATE)
+        rng = tensors.pop("rng.torch", None)
         _restore_optimizer(self.optimizer, tensors, state["optimizer"])
-        log.info("Resumed from %s (epoch %d done, step %d)", directory, state["epoch"], state["step"])
+        self._resume_partial = None
+        if "partial" in state:
+            self._resume_partial = {**state["partial"], "torch_rng": rng}
+            log.info("Resumed from %s (epoch %d, batch %d, step %d)", directory, state["epoch"] + 1,
+                     state["partial"]["batches_done"], state["step"])
+        else:
+            log.info("Resumed from %s (epoch %d done, step %d)", directory, state["epoch"], state["step"])
         return state["epoch"], state["step"]
 
-    def fit(self, loader_for_epoch: Callable[[int], Iterable[Batch]], num_batches: int,
+    def fit(self, loader_for_epoch: Callable[[int, int], Iterable[Batch]], num_batches: int,
             start_epoch: int = 0, start_step: int = 0) -> dict:
         """Train from ``start_epoch`` to ``config.epochs``; returns the last epoch's mean loss and lr.
 
-        ``num_batches`` is the loader's length; an optimisation step is taken every
-        ``grad_accum_steps`` batches and on the last batch of an epoch.
+        ``loader_for_epoch(epoch, first_batch)`` yields that epoch's batches from ``first_batch`` on;
+        ``num_batches`` is an epoch's length; an optimisation step is taken every ``grad_accum_steps`` batches and
+        on the last batch of an epoch. With ``checkpoint_every_steps`` a checkpoint is also written mid-epoch, and a
+        pre-emption (SIGTERM, :func:`request_stop`) writes one at the next step and stops with :class:`Preempted`.
         """
+        _STOP.clear()
+        _TRAINING.set()
+        try:
+            return self._epochs(loader_for_epoch, num_batches, start_epoch, start_step)
+        finally:
+            _TRAINING.clear()
+
+    def _epochs(self, loader_for_epoch: Callable[[int, int], Iterable[Batch]], num_batches: int, start_epoch: int,
+                start_step: int) -> dict:
         cfg = self.config
         accum = max(1, cfg.grad_accum_steps)
         total_steps = cfg.epochs * math.ceil(num_batches / accum)
         scheduler = self.scheduler_factory(self.optimizer, total_steps=total_steps)
         step = start_step
         summary: dict = {}
+        world = current()
+        every = cfg.checkpoint_every_steps
         for epoch in range(start_epoch, cfg.epochs):
-            torch.manual_seed(cfg.seed * 100_003 + epoch)  # augmentations (and mixup) in the main process
-            random.seed(cfg.seed * 100_003 + epoch)  # timm's RandAugment draws from Python's random
+            partial, self._resume_partial = (self._resume_partial if epoch == start_epoch else None), None
+            if partial is None:
+                torch.manual_seed(cfg.seed * 100_003 + epoch)  # mixup draws in the main process
+                random.seed(cfg.seed * 100_003 + epoch)
+                first, running, seen = 0, 0.0, 0
+            else:  # mid-epoch: the generators and the epoch's loss sums as they were at the checkpoint
+                torch.set_rng_state(partial["torch_rng"])
+                version, internal, gauss = partial["python_random"]
+                random.setstate((version, tuple(internal), gauss))
+                first, running, seen = partial["batches_done"], partial["running"], partial["seen"]
             self.model.train()
-            running, seen, started = 0.0, 0, time.perf_counter()
-            batches = tqdm(loader_for_epoch(epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                           total=num_batches, dynamic_ncols=True)
+            started = time.perf_counter()
+            batches = tqdm(loader_for_epoch(epoch, first), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                           total=num_batches, initial=first, dynamic_ncols=True, disable=not world.is_main)
             self.optimizer.zero_grad(set_to_none=True)
             lr = scheduler.set_step(step)
-            for index, (inputs, labels) in enumerate(batches):
+            for index, (inputs, labels) in enumerate(batches, start=first):
                 inputs, labels = inputs.to(self.device, non_blocking=True), labels.to(self.device)
                 with autocast(self.device, self.precision):
                     loss = self.loss_fn(self.model, (inputs, labels))
-                if not torch.isfinite(loss):
-                    last = latest_epoch_dir(self.checkpoint_dir)
+                # Under N ranks each holds a share of the global batch: weighting its mean loss by that share makes
+                # the all-reduced (summed) gradient the global batch's mean gradient, whatever the split.
+                n_global = all_reduce_sum(len(labels)) if world.distributed else len(labels)
+                (loss * (len(labels) / n_global) / accum).backward()
+                value = loss.item()  # the step's one host sync (on a GPU): the guard and the logs share it
+                if world.distributed:  # the global batch's loss: every rank takes the same decisions on it
+                    value = all_reduce_sum(value * len(labels)) / n_global
+                if not math.isfinite(value):
+                    last = latest_checkpoint_dir(self.checkpoint_dir)
                     raise NonFiniteLossError(
-                        f"Loss became {loss.item()} at epoch {epoch + 1}, step {step}. The last good checkpoint "
+                        f"Loss became {value} at epoch {epoch + 1}, step {step}. The last good checkpoint "
                         f"is {last or 'none (no epoch finished)'}; lower optimizer.lr or use precision=fp32.")
-                (loss / accum).backward()
-                running += loss.item() * len(labels)
-                seen += len(labels)
+                running += value * n_global
+                seen += n_global
                 if (index + 1) % accum == 0 or index + 1 == num_batches:
+                    all_reduce_gradients(self.parameters)  # then clipping sees the global norm on every rank
                     if cfg.clip_grad_norm:
                         nn.utils.clip_grad_norm_(self.parameters, cfg.clip_grad_norm)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     step += 1
-                    self.log_metrics({"train/loss": loss.item(), "train/lr": lr, "train/epoch": epoch}, step)
+                    self.log_metrics({"train/loss": value, "train/lr": lr, "train/epoch": epoch}, step)
                     lr = scheduler.set_step(step)
+                    stop = _STOP.is_set()
+                    if index + 1 < num_batches and (stop or (every and step % every == 0)):
+                        saved = self._save_step(epoch, step, index + 1, running, seen)
+                        if stop:
+                            raise Preempted(f"Stopped at step {step} (pre-empted); resume=true continues from "
+                                            f"{saved}")
                 rate = seen / max(time.perf_counter() - started, 1e-9)
-                batches.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
+                batches.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
             summary = {"train/epoch_loss": running / max(seen, 1), "train/lr": lr, "train/images_per_s": rate}
             self.log_metrics(summary, step)
-            self._save_epoch(epoch + 1, step, summary)
+            saved = self._save_epoch(epoch + 1, step, summary)
+            if _STOP.is_set() and epoch + 1 < cfg.epochs:
+                raise Preempted(f"Stopped after epoch {epoch + 1} (pre-empted); resume=true continues from {saved}")
         return summary
 

@@ -37,6 +37,10 @@ def interpolate(theta_0: Mapping[str, torch.Tensor], theta_1: Mapping[str, torch
     Floating tensors are mixed in float32 (float64 stays float64) and cast back to ``theta_0``'s dtype.
     Integer and bool buffers cannot be mixed: they are copied from the endpoint with the larger weight.
     ``alpha == 0`` and ``alpha == 1`` return exact copies of the endpoints (bit for bit, signed zeros included).
+    An entry equal in both endpoints is ``theta_0``'s tensor itself (not a copy: treat the result as read-only):
+    that is the exact value of the mix, which floating-point mixing can miss by an ulp, and it keeps a shared tower
+    bit-identical along the path at no cost (a linear-classifier sweep then scores every alpha on one pass of image
+    features, see :mod:`wiseft_lab.evaluation.features`).
     Alphas outside [0, 1] extrapolate, as in the WiSE-FT paper's figures.
     """
     check_compatible(theta_0, theta_1, names=("zero-shot (alpha=0)", "fine-tuned (alpha=1)"))
@@ -46,6 +50,9 @@ def interpolate(theta_0: Mapping[str, torch.Tensor], theta_1: Mapping[str, torch
         t1 = theta_1[key]
         if alpha == 0.0 or alpha == 1.0 or not t0.is_floating_point():
             merged[key] = (t1 if alpha >= 0.5 else t0).detach().clone()
+            continue
+        if t0.dtype == t1.dtype and torch.equal(t0, t1.to(t0.device)):
+            merged[key] = t0.detach()
             continue
         compute = torch.float64 if t0.dtype == torch.float64 else torch.float32
         mixed = (1.0 - alpha) * t0.to(compute) + alpha * t1.to(device=t0.device, dtype=compute)

@@ -20,7 +20,7 @@ from typing import ClassVar
 from wiseft_lab.models.checkpoint import is_checkpoint, load_state_dict, save_checkpoint
 from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.training.job import FinetuneJob
-from wiseft_lab.training.loop import latest_epoch_dir
+from wiseft_lab.training.loop import latest_checkpoint_dir
 from wiseft_lab.training.methods.e2e import EndToEnd
 from wiseft_lab.training.methods.lc import train_head_on_features
 from wiseft_lab.training.registry import register_method
@@ -75,7 +75,7 @@ class LPFT(EndToEnd):
         log.info("LP-FT stage 1 (linear probe) checkpoint: %s", job.checkpoint_dir / LP_CHECKPOINT)
 
     def run(self, job: FinetuneJob) -> ImageClassifier:
-        stage2_started = job.resume and latest_epoch_dir(job.checkpoint_dir) is not None
+        stage2_started = job.resume and latest_checkpoint_dir(job.checkpoint_dir) is not None
         lp_dir = job.checkpoint_dir / LP_CHECKPOINT
         trainable = {name for name, p in job.model.named_parameters() if p.requires_grad}
         if stage2_started:

@@ -1,0 +1,185 @@
+"""Data parallelism on CPUs (gloo): 2 ranks train to the weights of 1 process, score exactly, and only rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from tests.conftest import only_run_dir, run_cli
+from wiseft_lab import distributed
+from wiseft_lab.distributed import World, split_batch
+from wiseft_lab.training.job import GlobalBatches
+
+pytestmark = pytest.mark.slow
+
+SMOKE = ("smoke=tiny", "precision=fp32", "logger=none")
+
+
+def test_a_global_batch_is_split_into_contiguous_shares():
+    batch = list(range(10, 17))  # 7 examples over 3 ranks: 3, 2, 2
+    shares = [split_batch(batch, World(rank, 3)) for rank in range(3)]
+    assert shares == [[10, 11, 12], [13, 14], [15, 16]]
+
+
+def test_n_ranks_see_the_single_process_batches():
+    single = list(GlobalBatches(23, 8, seed=1, epoch=2, world=World()))
+    ranks = [list(GlobalBatches(23, 8, seed=1, epoch=2, world=World(r, 2))) for r in range(2)]
+    assert [a + b for a, b in zip(*ranks, strict=True)] == single
+    assert sorted(i for batch in single for i in batch) == list(range(23))
+    tail = [list(GlobalBatches(17, 8, seed=1, epoch=0, world=World(r, 2))) for r in range(2)]
+    assert len(tail[0]) == 2  # a last batch of 1 example cannot be split over 2 ranks: dropped under 2 ranks
+
+
+def _score_uneven(rank: int, world: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        n = 7  # not divisible by the world size
+        rows = torch.arange(n * 3, dtype=torch.float32).reshape(n, 3)
+        local = rows[list(distributed.shard(n))]
+        gathered = distributed.gather_shards(local, n)
+        if rank == 0:
+            torch.save({"gathered": gathered, "rows": rows}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_uneven_sets_are_gathered_exactly_once_in_order(tmp_path):
+    out = tmp_path / "gathered.pt"
+    mp.spawn(_score_uneven, args=(2, f"file://{tmp_path / 'rendezvous'}", str(out)), nprocs=2)
+    result = torch.load(out)
+    assert torch.equal(result["gathered"], result["rows"])
+
+
+def _torchrun(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cwd.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "wiseft_lab",
+            *overrides]
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_ranks_reach_the_single_process_weights_and_scores(tmp_path):
+    run_cli(*SMOKE, cwd=tmp_path / "one")
+    scratch = Path(tempfile.gettempdir())
+    before = set(scratch.glob("wiseft-lab-rank1-*"))
+    proc = _torchrun(*SMOKE, cwd=tmp_path / "two")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    one, two = only_run_dir(tmp_path / "one"), only_run_dir(tmp_path / "two")  # rank 1 made no run dir
+
+    def epoch_loss(run: Path) -> float:
+        return json.loads((run / "checkpoints/epoch_001/trainer_state.json").read_text())["metrics"]["train/epoch_loss"]
+    assert epoch_loss(two) == pytest.approx(epoch_loss(one), rel=1e-6)
+    single, parallel = (load_file(run / "checkpoints/finetuned/model.safetensors") for run in (one, two))
+    start = load_file(one / "checkpoints/zeroshot/model.safetensors")
+    for key, value in single.items():
+        moved = (value - start[key]).abs().max()
+        # the same steps up to the order of the gradient sums (Adam divides by tiny second moments: ~1e-5 here)
+        assert (parallel[key] - value).abs().max() <= max(2e-5, 0.2 * moved), key
+
+    def scores(run: Path) -> list[dict]:
+        return [{k: v for k, v in row.items() if "/" in k} for row in map(json.loads, (run / "results.jsonl").open())]
+    assert scores(two) == scores(one)  # evaluation sharded over the ranks and gathered: the same counts
+    info = json.loads((two / "run_info.json").read_text())
+    assert (info["world_size"], info["backend"], info["devices"]) == (2, "gloo", ["cpu", "cpu"])
+    assert "rank 1 of 2 started" in proc.stderr + proc.stdout
+    assert set(scratch.glob("wiseft-lab-rank1-*")) == before  # rank 1's scratch directory is gone
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc: the ranks a launcher started)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _lower_priority() -> None:
+    """The run yields the CPU to the watching test, which must see a mid-epoch checkpoint before the epoch ends."""
+    os.nice(19)
+
+
+def _kill_mid_training(cwd: Path, overrides: tuple[str, ...], min_step: int) -> Path:
+    """Start a run, SIGKILL it once a mid-epoch checkpoint of at least ``min_step`` exists; its run dir."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    cwd.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "wiseft_lab", *overrides], cwd=cwd, env=env,
+                            preexec_fn=_lower_priority, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            steps = [int(p.parent.name[5:]) for p in cwd.glob("outputs/*/runs/*/checkpoints/step_*/trainer_state.json")]
+            if steps and max(steps) >= min_step:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed mid-epoch"
+    return only_run_dir(cwd)
+
+
+def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):
+    longer = (*SMOKE, "data.dataset.n_per_class=12", "finetune.epochs=2", "finetune.checkpoint_every_steps=2",
+              "stages=[finetune]")  # 15 steps per epoch
+    run_cli(*longer, cwd=tmp_path / "full")
+    killed = _kill_mid_training(tmp_path / "killed", longer, min_step=4)
+    assert not (killed / "checkpoints/finetuned").exists()
+    proc = run_cli(*longer, "resume=true", f"hydra.run.dir={killed}", cwd=tmp_path / "killed")
+    assert re.search(r"Resumed from \S+/step_\d+ \(epoch 1, batch \d+", proc.stdout + proc.stderr)
+    full = load_file(only_run_dir(tmp_path / "full") / "checkpoints/finetuned/model.safetensors")
+    resumed = load_file(killed / "checkpoints/finetuned/model.safetensors")
+    assert all(torch.equal(full[key], resumed[key]) for key in full)
+
+
+def test_two_ranks_killed_mid_epoch_resume_to_the_single_process_weights(tmp_path):
+    longer = (*SMOKE, "data.dataset.n_per_class=40", "finetune.epochs=2", "finetune.checkpoint_every_steps=2",
+              "stages=[finetune]")  # 50 steps per epoch
+    run_cli(*longer, cwd=tmp_path / "single")
+    cwd = tmp_path / "killed"
+    cwd.mkdir()
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                "wiseft_lab"]
+    proc = subprocess.Popen([*launcher, *longer], cwd=cwd, env=env, preexec_fn=_lower_priority,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        steps = [int(p.parent.name[5:]) for p in cwd.glob("outputs/*/runs/*/checkpoints/step_*/trainer_state.json")]
+        if steps and max(steps) >= 4:
+            for pid in [*_descendants(proc.pid), proc.pid]:  # both ranks (torchrun puts them in sessions of their
+                os.kill(pid, signal.SIGKILL)                 # own), then the launcher
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the job ended before it could be killed mid-epoch"
+    killed = only_run_dir(cwd)
+    resumed = _torchrun(*longer, "resume=true", f"hydra.run.dir={killed}", cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert re.search(r"Resumed from \S+/step_\d+ \(epoch \d, batch \d+", resumed.stdout + resumed.stderr)
+    single = load_file(only_run_dir(tmp_path / "single") / "checkpoints/finetuned/model.safetensors")
+    parallel = load_file(killed / "checkpoints/finetuned/model.safetensors")
+    start = load_file(killed / "checkpoints/zeroshot/model.safetensors")
+    for key, value in single.items():
+        assert (parallel[key] - value).abs().max() <= max(2e-5, 0.2 * (value - start[key]).abs().max()), key
