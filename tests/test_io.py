@@ -23,6 +23,14 @@ def test_atomic_text_replaces_and_keeps_normal_permissions(tmp_path):
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_every_artifact_follows_the_umask_safetensors_included(tmp_path, monkeypatch, umask):
+    monkeypatch.setattr(wiseft_lab.io, "_UMASK", umask)  # the mask read at import, as a run with that umask has it
+    weights = write_safetensors(tmp_path / "model.safetensors", {"w": torch.ones(2)})
+    text = atomic_write_text(tmp_path / "meta.json", "{}")
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (weights, text)] == [0o666 & ~umask] * 2
+
+
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     target = tmp_path / "model.safetensors"
     write_safetensors(target, {"w": torch.arange(3.0)})

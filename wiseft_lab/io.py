@@ -8,6 +8,7 @@ one exception, a rank's own error log.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -33,10 +34,8 @@ _UMASK = _read_umask()  # read once: os.umask can only be queried by setting it
 
 
 def _temporary_sibling(path: Path) -> str:
-    """A temp file next to ``path`` with normal permissions (mkstemp alone would leave it 0600)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)
     return tmp
 
 
@@ -52,7 +51,11 @@ def remove_tree(path: str | Path) -> None:
 
 
 def _atomic_write(path: str | Path, write: Callable[[str], None], every_rank: bool = False) -> Path:
-    """``write(tmp)`` fills a temporary sibling, which is synced and renamed over ``path``: never half a file."""
+    """``write(tmp)`` fills a temporary sibling, which is synced and renamed over ``path``: never half a file.
+
+    The file gets the umask's mode after ``write`` (mkstemp makes it 0600, and safetensors replaces the file with
+    its own 0600 one), so colleagues read checkpoints as they read every other file of a run.
+    """
     path = Path(path)
     if not writes_here(every_rank):
         return path
@@ -60,6 +63,7 @@ def _atomic_write(path: str | Path, write: Callable[[str], None], every_rank: bo
     tmp = _temporary_sibling(path)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -80,6 +84,12 @@ def atomic_write_text(path: str | Path, text: str, every_rank: bool = False) -> 
 
 def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's sha256 (hex), read in chunks (never the whole file in memory)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def read_json(path: str | Path) -> Any:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from wiseft_lab.config import ConfigError
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.datasets import ImageList
 from wiseft_lab.data.splits import (
     LabeledSubset,
     carve,
+    check_shots,
     few_shot,
     hash_order,
     holdout_from_file,
     holdout_split,
     labels_of,
+    short_classes,
     train_and_holdout,
 )
 
@@ -104,3 +107,20 @@ def test_a_held_out_split_named_by_a_file(tmp_path):
         holdout_from_file(tmp_path / "bad.txt", data.dataset)
     with pytest.raises(ValueError, match="give one"):
         train_and_holdout(data, 0.02, None, seed=0, holdout_file=mask)
+
+
+def test_shots_beyond_a_class_fail_listing_the_short_classes():
+    labels = np.array([0] * 5 + [1] * 2 + [2] * 3)
+    assert short_classes(labels, 3) == {1: 2}
+    with pytest.raises(ConfigError, match=r"data.shots=3: 1 of 3 classes have fewer training images: b \(2\)\."):
+        check_shots(labels, 3, ["a", "b", "c"])
+    check_shots(labels, 2, ["a", "b", "c"])
+
+
+def test_strict_shots_count_what_the_held_out_split_leaves():
+    data = TaskData(ImageList([(f"{i}.png", y) for i, y in enumerate([0] * 4 + [1] * 4)]), ["a", "b"])
+    train_and_holdout(data, 0.0, 4, seed=0, strict_shots=True)
+    with pytest.raises(ConfigError, match="a \\(3\\), b \\(3\\)"):
+        train_and_holdout(data, 0.25, 4, seed=0, strict_shots=True)
+    train, _ = train_and_holdout(data, 0.25, 4, seed=0)  # data.short_classes=keep: all that is left
+    assert len(train.dataset) == 6

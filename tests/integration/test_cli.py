@@ -130,21 +130,51 @@ def test_linear_classifier_trains_only_the_head_on_cached_features(tmp_path):
     assert (run_dir / "predictions/finetuned/sketch.safetensors").is_file()
 
 
-def test_resume_true_continues_an_interrupted_run(tmp_path):
+def snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """Every file of a run with its size and modification time: equal snapshots, an unmodified run."""
+    return {str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_resume_true_continues_an_interrupted_run_in_its_own_dir(tmp_path):
     run_cli("smoke=tiny", "logger=none", "stages=[finetune]", cwd=tmp_path)
     first = only_run_dir(tmp_path)
     (first / "checkpoints/finetuned/meta.json").unlink()  # as if killed after the last epoch checkpoint
+    before = snapshot(first)
     proc = run_cli("smoke=tiny", "logger=none", "stages=[finetune]", "finetune.epochs=2", "resume=true",
-                   "hydra.run.dir=outputs/demo/runs/resumed", cwd=tmp_path)
+                   "resume_allow=[finetune.epochs]", "hydra.run.dir=outputs/demo/runs/resumed", cwd=tmp_path)
     log = proc.stdout + proc.stderr
     assert "continuing the interrupted run" in log and "epoch 1 done" in log
-    assert (first / "checkpoints/epoch_002/trainer_state.json").is_file()
-    resumed_meta = tmp_path / "outputs/demo/runs/resumed/checkpoints/finetuned/meta.json"
-    assert json.loads(resumed_meta.read_text())["epoch"] == 2
-    # the interrupted run is finished now: a later resume=true must not pick it up again
+    assert "finetune.epochs changes from 1 to 2 (allowed by resume_allow)" in log
+    assert snapshot(first) == before  # the interrupted run is only read
+    resumed = tmp_path / "outputs/demo/runs/resumed/checkpoints"
+    assert (resumed / "epoch_002/trainer_state.json").is_file()
+    assert json.loads((resumed / "finetuned/meta.json").read_text())["epoch"] == 2
+    # the interrupted run is continued now: a later resume=true must not pick it up again
     again = run_cli("smoke=tiny", "logger=none", "stages=[finetune]", "resume=true",
                     "hydra.run.dir=outputs/demo/runs/later", cwd=tmp_path)
     assert "no interrupted run" in again.stdout + again.stderr
+
+
+def test_a_finished_run_resumed_with_changes_is_refused_then_continued_elsewhere(tmp_path):
+    run_cli("smoke=tiny", "logger=none", "stages=[finetune]", cwd=tmp_path)
+    first = only_run_dir(tmp_path)
+    before = snapshot(first)
+    changes = (f"resume={first}", "finetune.epochs=2", "optimizer.lr=0.5")
+    refused = run_cli("smoke=tiny", "logger=none", "stages=[finetune]", *changes,
+                      "hydra.run.dir=outputs/demo/runs/refused", cwd=tmp_path, check=False)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode == 1 and "Traceback" not in out
+    assert "optimizer.lr: 0.001 -> 0.5" in out and "finetune.epochs: 1 -> 2" in out
+    assert "resume_allow=[optimizer.lr,finetune.epochs]" in out
+    assert not (tmp_path / "outputs/demo/runs/refused/config.yaml").exists()
+    run_cli("smoke=tiny", "logger=none", "stages=[finetune]", *changes, "resume_allow=[finetune.epochs,optimizer]",
+            "hydra.run.dir=outputs/demo/runs/more", cwd=tmp_path)
+    assert snapshot(first) == before  # never modified: no epoch_002 there, its epoch_001 kept
+    more = tmp_path / "outputs/demo/runs/more/checkpoints"
+    state = json.loads((more / "epoch_002/trainer_state.json").read_text())
+    assert state["epoch"] == 2 and state["metrics"]["train/lr"] > 0.001  # lr 0.5 took effect (base 0.001 cannot)
+    assert json.loads((more / "resumed_from.json").read_text())["run_dir"] == str(first)
 
 
 def test_own_image_folders_from_the_readme(tmp_path):

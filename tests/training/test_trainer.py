@@ -113,6 +113,22 @@ def test_a_stop_request_checkpoints_at_the_next_step(tmp_path):
     assert not request_stop()  # no training running any more
 
 
+def test_a_resumed_run_takes_the_configured_lr_and_epochs(tmp_path):
+    """The restored optimiser keeps its moments but not the saved lr; the schedule is recomputed for new epochs."""
+    loader = epoch_loader(DATA, batch_size=8, num_workers=0, seed=3)
+    first, _, _ = make_trainer(tmp_path, epochs=1, lr=0.05)
+    first.fit(loader, len(loader(0)))  # 5 steps: the cosine has brought the lr to ~0 by the end
+    lrs: list[float] = []
+    resumed, model, _ = make_trainer(tmp_path, epochs=3, lr=0.5)
+    resumed.log_metrics = lambda metrics, step: lrs.append(metrics["train/lr"]) if "train/loss" in metrics else None
+    start = resumed.resume_from(latest_checkpoint_dir(tmp_path), lambda d: model.load_state_dict(
+        load_file(d / "model.safetensors")))
+    assert resumed.optimizer.param_groups[0]["lr"] == 0.5 and resumed.optimizer.state  # moments restored
+    resumed.fit(loader, len(loader(0)), *start)
+    expected = WarmupCosine(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5), total_steps=15, warmup_steps=2)
+    assert lrs == pytest.approx([0.5 * expected.factor(step) for step in range(5, 15)])
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     trainer, model, _ = make_trainer(tmp_path, epochs=2)
     loader = epoch_loader(DATA, batch_size=8, num_workers=0, seed=0)

@@ -6,23 +6,57 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
 from wiseft_lab.data.base import TaskData
-from wiseft_lab.data.splits import labels_of
+from wiseft_lab.data.splits import LabeledSubset, labels_of
+from wiseft_lab.errors import UserFacingError
+
+
+class CorruptImageError(UserFacingError, OSError):
+    """An image file that cannot be decoded (truncated, not an image); the message names the file."""
 
 
 def pil_open(path: str, mode: str | None = "RGB") -> Image.Image:
-    """torchvision's ``pil_loader`` (decode, convert to RGB); ``mode=None`` keeps the file's own mode."""
-    with open(path, "rb") as f:
-        image = Image.open(f)
-        if mode is None:
-            image.load()
-            return image
-        return image.convert(mode)
+    """torchvision's ``pil_loader`` (decode, convert to RGB); ``mode=None`` keeps the file's own mode.
+
+    A file PIL cannot decode fails naming itself (PIL's own errors do not say which file)."""
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            if mode is None:
+                image.load()
+                return image
+            return image.convert(mode)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise CorruptImageError(f"{path}: cannot be decoded ({err}). Replace or delete the file, or skip unreadable "
+                                f"images with data.skip_corrupt=true.") from err
+
+
+def readable_subset(data: TaskData, threads: int = 8) -> tuple[TaskData, list[str]]:
+    """``data`` without the examples whose image cannot be decoded, and why each was dropped.
+
+    Every image is decoded once (``threads`` at a time: PIL releases the GIL while decoding), so the splits and
+    shots are drawn from the readable examples and training never meets a bad file.
+    """
+    def problem(index: int) -> str | None:
+        try:
+            data.dataset[index]
+        except CorruptImageError as err:
+            return str(err)
+        return None
+
+    with ThreadPoolExecutor(threads) as pool:
+        problems = list(pool.map(problem, range(len(data.dataset))))
+    bad = [message for message in problems if message]
+    if not bad:
+        return data, []
+    keep = [index for index, message in enumerate(problems) if message is None]
+    return dataclasses.replace(data, dataset=LabeledSubset(data.dataset, keep)), bad
 
 
 class ImageList(Dataset):

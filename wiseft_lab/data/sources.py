@@ -15,7 +15,7 @@ from torchvision.datasets import ImageFolder
 
 from wiseft_lab.data import synthetic
 from wiseft_lab.data.base import TaskData
-from wiseft_lab.data.datasets import ImageList
+from wiseft_lab.data.datasets import ImageList, pil_open
 from wiseft_lab.data.layouts import layout_error, with_layout_check
 
 
@@ -93,7 +93,7 @@ def folder_classnames(folders: Sequence[str], classnames: str | Sequence[str] | 
 def _folder_data(directory: Path, transform: Callable | None, classnames, templates, expected_size,
                  layout: str) -> TaskData:
     try:
-        dataset = ImageFolder(str(directory), transform=transform)
+        dataset = ImageFolder(str(directory), transform=transform, loader=pil_open)  # names a bad file
     except FileNotFoundError as err:  # no class folders, or a class folder without images
         raise layout_error("Image folder", str(err), layout) from err
     return TaskData(dataset, folder_classnames(dataset.classes, classnames, directory), templates,

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from wiseft_lab.config import ConfigError
 from wiseft_lab.data.base import TaskData
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,23 @@ def few_shot(labels: np.ndarray, shots: int, seed: int, pool: Sequence[int] | No
     for label in np.unique(labels[pool]):
         chosen.append(hash_order(pool[labels[pool] == label], seed, "shots")[:shots])
     return np.sort(np.concatenate(chosen))
+
+
+def short_classes(labels: np.ndarray, shots: int, pool: Sequence[int] | None = None) -> dict[int, int]:
+    """``{label: count}`` of the classes with fewer than ``shots`` examples in ``pool`` (all examples if None)."""
+    pool = np.arange(len(labels)) if pool is None else np.asarray(pool)
+    values, counts = np.unique(labels[pool], return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts, strict=True) if c < shots}
+
+
+def check_shots(labels: np.ndarray, shots: int, classnames: Sequence[str], pool: Sequence[int] | None = None) -> None:
+    """Refuse ``data.shots`` larger than a class's count (which would silently train on fewer), naming those classes."""
+    short = short_classes(labels, shots, pool)
+    if short:
+        listed = ", ".join(f"{classnames[k]} ({n})" for k, n in list(short.items())[:20])
+        more = f" and {len(short) - 20} more" if len(short) > 20 else ""
+        raise ConfigError(f"data.shots={shots}: {len(short)} of {len(classnames)} classes have fewer training images: "
+                          f"{listed}{more}. Lower data.shots, or set data.short_classes=keep to use all they have.")
 
 
 class LabeledSubset(Dataset):
@@ -121,9 +139,12 @@ def holdout_from_file(path: str | Path, dataset: Dataset) -> np.ndarray:
 
 
 def carve(data: TaskData, *, holdout_fraction: float = 0.0, shots: int | None = None, seed: int = 0,
-          holdout_indices: np.ndarray | None = None) -> tuple[TaskData, TaskData | None]:
+          holdout_indices: np.ndarray | None = None, strict_shots: bool = False) -> tuple[TaskData, TaskData | None]:
     """Training and held-out :class:`TaskData`: the held-out split first (``holdout_indices`` when given, else
-    ``holdout_fraction`` per class), then k shots from the rest."""
+    ``holdout_fraction`` per class), then k shots from the rest.
+
+    ``strict_shots``: a class with fewer than ``shots`` examples left fails (:func:`check_shots`).
+    """
     labels = labels_of(data.dataset)
     if holdout_indices is not None:
         held_idx = np.asarray(holdout_indices, dtype=np.int64)
@@ -131,6 +152,8 @@ def carve(data: TaskData, *, holdout_fraction: float = 0.0, shots: int | None = 
     else:
         train_idx, held_idx = holdout_split(labels, holdout_fraction, seed)
     if shots:
+        if strict_shots:
+            check_shots(labels, shots, data.classnames, pool=train_idx)
         train_idx = few_shot(labels, shots, seed, pool=train_idx)
 
     def subset(indices: np.ndarray, tag: str) -> TaskData:
@@ -146,8 +169,8 @@ def carve(data: TaskData, *, holdout_fraction: float = 0.0, shots: int | None = 
 
 
 def train_and_holdout(data: TaskData, holdout_fraction: float, shots: int | None, *, seed: int,
-                      holdout_seed: int = 0,
-                      holdout_file: str | Path | None = None) -> tuple[TaskData, TaskData | None]:
+                      holdout_seed: int = 0, holdout_file: str | Path | None = None,
+                      strict_shots: bool = False) -> tuple[TaskData, TaskData | None]:
     """A run's training set and held-out split: the held-out split by ``holdout_seed`` (or named by
     ``holdout_file``, :func:`holdout_from_file`), k shots by ``seed``.
 
@@ -160,7 +183,7 @@ def train_and_holdout(data: TaskData, holdout_fraction: float, shots: int | None
             raise ValueError(f"data.holdout_file={holdout_file} and data.holdout_fraction={holdout_fraction}: give one")
         indices = holdout_from_file(holdout_file, data.dataset)
     train, held = carve(data, holdout_fraction=holdout_fraction, shots=shots if seed == holdout_seed else None,
-                        seed=holdout_seed, holdout_indices=indices)
+                        seed=holdout_seed, holdout_indices=indices, strict_shots=strict_shots)
     if shots and seed != holdout_seed:  # k shots of the rest, drawn with the training seed
-        train = carve(train, shots=shots, seed=seed)[0]
+        train = carve(train, shots=shots, seed=seed, strict_shots=strict_shots)[0]
     return train, held

@@ -39,6 +39,7 @@ class WiseFT(MergeStrategy):
     ``fisher=True`` is wise-ft's ``--fisher``: every alpha mixes the endpoints per element with the weights
     ``[(1 - alpha) F_0, alpha F_1]`` (floored at ``fisher_floor``), each endpoint's diagonal Fisher estimated once
     on the held-out split (:meth:`~wiseft_lab.merging.registry.MergeContext.fisher`).
+    ``extrapolate``: alphas outside [0, 1] are allowed (checked with the config, :mod:`wiseft_lab.validation`).
     """
 
     alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
@@ -49,6 +50,7 @@ class WiseFT(MergeStrategy):
     fisher_examples: int | None = None  # held-out images per estimate (None: all)
     fisher_train_mode: bool = False     # wise-ft: train mode; eval mode avoids per-example BatchNorm statistics
     fisher_seed: int = 0                # the labels are sampled from the model's softmax
+    extrapolate: bool = False
 
     def run(self, ctx: MergeContext) -> MergeResult:
         if ctx.zeroshot is None or ctx.finetuned is None:

@@ -31,12 +31,14 @@ from wiseft_lab.config import ConfigError, instantiate_checked
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.class_match import match_classes
 from wiseft_lab.data.class_subsets import subsample_classes
-from wiseft_lab.data.datasets import with_transform
+from wiseft_lab.data.datasets import readable_subset, with_transform
 from wiseft_lab.data.eval_sets import EvalSets, eval_sets
 from wiseft_lab.data.splits import LabeledSubset, hash_order, train_and_holdout
 from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite
 from wiseft_lab.merging.registry import MergeStrategy
 from wiseft_lab.models.loader import ModelLoader
+from wiseft_lab.pipeline.guards import ResumePlan
+from wiseft_lab.reporting.run_info import update_run_info
 from wiseft_lab.reporting.wandb_names import group_name
 from wiseft_lab.training.job import FinetuneMethod
 
@@ -122,6 +124,7 @@ class RunContext:
     models: ModelLoader
     data_workers: int = 0       # resolved DataLoader workers (``data.num_workers``, ``eval.num_workers``)
     eval_workers: int = 0
+    resume: ResumePlan | None = None  # the checked plan of what training continues (pipeline/guards.py)
     _task: TaskSplits | None = field(default=None, repr=False)
     _eval_sets: EvalSets | None = field(default=None, repr=False)
     _suite: EvalSuite | None = field(default=None, repr=False)
@@ -129,11 +132,11 @@ class RunContext:
 
     @classmethod
     def build(cls, cfg: DictConfig, run_dir: Path, logger: Any, device: torch.device, precision: str,
-              workers: tuple[int, int] = (0, 0)) -> RunContext:
+              workers: tuple[int, int] = (0, 0), resume: ResumePlan | None = None) -> RunContext:
         """``precision`` and ``workers`` (data, eval) are resolved (:func:`wiseft_lab.precision.resolve_precision`,
-        :func:`resolve_workers`)."""
+        :func:`resolve_workers`); ``resume`` is the checked plan of :func:`wiseft_lab.pipeline.guards.preflight`."""
         model = cfg.model
-        return cls(cfg=cfg, run_dir=run_dir, logger=logger, device=device, precision=precision,
+        return cls(cfg=cfg, run_dir=run_dir, logger=logger, device=device, precision=precision, resume=resume,
                    method=instantiate_checked(cfg.finetune, "finetune"),
                    strategy=instantiate_checked(cfg.merge, "merge"),
                    models=ModelLoader(model.arch, model.pretrained, device, model.get("cache_dir"),
@@ -153,9 +156,16 @@ class RunContext:
         if self._task is None:
             data = self.cfg.data
             full = subsample_classes(instantiate(data.dataset)(transform=None), data.get("classes"))
+            if data.get("skip_corrupt"):
+                full, skipped = readable_subset(full)
+                if skipped:
+                    log.warning("data.skip_corrupt=true: skipped %d unreadable images, e.g. %s", len(skipped),
+                                skipped[0])
+                update_run_info(self.run_dir, {"skipped_images": {"count": len(skipped), "files": skipped[:1000]}})
             train, held = train_and_holdout(full, float(data.get("holdout_fraction") or 0.0), data.get("shots"),
                                             seed=self.seed, holdout_seed=int(data.get("holdout_seed", 0)),
-                                            holdout_file=data.get("holdout_file"))
+                                            holdout_file=data.get("holdout_file"),
+                                            strict_shots=data.get("short_classes", "error") == "error")
             self._task = TaskSplits(train, held)
         return self._task
 

@@ -21,9 +21,9 @@ from wiseft_lab.models.interop import import_open_clip_checkpoint, is_open_clip_
 from wiseft_lab.models.templates import coop_templates, resolve_templates, template_text
 from wiseft_lab.models.text_head import build_text_head
 from wiseft_lab.models.zeroshot import build_zeroshot_head
-from wiseft_lab.pipeline.context import RunContext, digest, hydra_choice, sweep_group, weights_identity
+from wiseft_lab.pipeline.context import RunContext, digest, hydra_choice, weights_identity
+from wiseft_lab.pipeline.guards import adopt, training_dir
 from wiseft_lab.training.job import FinetuneJob
-from wiseft_lab.training.loop import find_interrupted_run, latest_checkpoint_dir, mark_resumed
 from wiseft_lab.training.trainable import select_trainable, write_trainable_report
 
 log = logging.getLogger(__name__)
@@ -90,12 +90,14 @@ def finetune(ctx: RunContext) -> Endpoints:
     """Save the zero-shot checkpoint, run the method, score the held-out split, save the fine-tuned checkpoint."""
     classifier, meta = describe(ctx)
     zeroshot = save_checkpoint(ctx.checkpoint_dir / "zeroshot", classifier, meta.replace(trainable=[]))
-    resume = resume_dir(ctx)
+    if ctx.resume is not None:  # planned and checked before the run started (pipeline/guards.py)
+        adopt(ctx.resume, ctx.checkpoint_dir)
     job = FinetuneJob(
         model=classifier, bundle=ctx.models.bundle(), train_data=ctx.task().train, precision=ctx.precision,
         seed=ctx.seed, optimizer_factory=instantiate(ctx.cfg.optimizer),
-        scheduler_factory=instantiate(ctx.cfg.scheduler), checkpoint_dir=resume or ctx.checkpoint_dir,
-        meta=meta.replace(method=ctx.method.name), num_workers=ctx.data_workers, resume=resume is not None,
+        scheduler_factory=instantiate(ctx.cfg.scheduler), checkpoint_dir=training_dir(ctx.resume, ctx.checkpoint_dir),
+        meta=meta.replace(method=ctx.method.name), num_workers=ctx.data_workers,
+        resume=ctx.resume is not None,
         feature_cache=feature_cache_path(ctx), log_metrics=ctx.logger.log)
     model = ctx.method.run(job)
     metrics = {}
@@ -107,35 +109,8 @@ def finetune(ctx: RunContext) -> Endpoints:
         ctx.logger.summary(metrics)
     finetuned = save_checkpoint(ctx.checkpoint_dir / "finetuned", model,
                                 job.meta.replace(epoch=ctx.method.epochs, metrics=metrics))
-    if resume is not None and resume != ctx.checkpoint_dir:  # the interrupted run is finished now: not resumable
-        mark_resumed(resume, ctx.run_dir)
     log.info("Fine-tuned checkpoint: %s", finetuned)
     return Endpoints(zeroshot, finetuned)
-
-
-def resume_dir(ctx: RunContext) -> Path | None:
-    """Where to continue training from, or None.
-
-    ``resume=<run dir>`` continues that run's per-epoch checkpoints (in place). ``resume=true`` uses this run's
-    own checkpoints if it has any (a re-used ``hydra.run.dir``, or a multirun's job dir), else the newest earlier
-    run of the same task whose fine-tuning never finished.
-    """
-    resume = ctx.cfg.resume
-    if resume in (None, False, "false"):
-        return None
-    if resume not in (True, "true"):
-        target = Path(str(resume)) / "checkpoints"
-        if latest_checkpoint_dir(target) is None:
-            raise FileNotFoundError(f"resume={resume}: no finished epoch checkpoint under {target}")
-        return target
-    if latest_checkpoint_dir(ctx.checkpoint_dir) is not None or sweep_group() is not None:
-        return ctx.checkpoint_dir
-    interrupted = find_interrupted_run(ctx.run_dir.parent, exclude=ctx.run_dir)
-    if interrupted is not None:
-        log.info("resume=true: continuing the interrupted run %s", interrupted)
-        return interrupted / "checkpoints"
-    log.warning("resume=true but no interrupted run of task %r found: training from scratch", ctx.cfg.task_name)
-    return ctx.checkpoint_dir
 
 
 def feature_cache_path(ctx: RunContext) -> Path | None:

@@ -25,8 +25,10 @@ from wiseft_lab import distributed
 from wiseft_lab.config import ConfigError, check_targets
 from wiseft_lab.console import is_verbose, lift_quiet_console
 from wiseft_lab.data.eval_sets import check_data_layouts
+from wiseft_lab.errors import console_message
 from wiseft_lab.io import atomic_write_text
 from wiseft_lab.merging.pool import adopt_pool_split, pool_group
+from wiseft_lab.models.checkpoint import verification
 from wiseft_lab.pipeline.context import (
     CHECKPOINTS,
     RunContext,
@@ -40,6 +42,7 @@ from wiseft_lab.pipeline.context import (
 from wiseft_lab.pipeline.deprecations import apply_deprecations
 from wiseft_lab.pipeline.evaluate import check_classes, evaluate
 from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
+from wiseft_lab.pipeline.guards import preflight
 from wiseft_lab.pipeline.merge import merge
 from wiseft_lab.pipeline.ranks import error_log_path, stage_done, start_rank
 from wiseft_lab.pipeline.report import report
@@ -47,8 +50,10 @@ from wiseft_lab.precision import resolve_precision
 from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.run_info import write_run_info
 from wiseft_lab.reporting.wandb_names import job_type, read_sweep, run_name, run_tags, varying_overrides
+from wiseft_lab.runlock import RunLock, RunLockedError
 from wiseft_lab.sweeps.jobs import exit_code, finish_job, finished_before, resumed_wandb_id, start_job
 from wiseft_lab.training.loop import request_stop
+from wiseft_lab.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,8 @@ def run_stages(ctx: RunContext) -> dict[str, Any]:
         return {"trainable": ctx.run_dir / TRAINABLE_REPORT}
     check_data_layouts(ctx.cfg, stages)  # missing or misplaced data fails here, before any training
     check_classes(ctx, stages)           # and so does an eval set whose class names are not the head's
+    if "finetune" in stages:
+        ctx.task()  # the training split (and its shots check) before any model is built
     ends = finetune(ctx) if "finetune" in stages else endpoints(ctx)
     stage_done()  # the other ranks read rank 0's checkpoints from here on
     if "merge" not in stages and "evaluate" not in stages:
@@ -116,24 +123,51 @@ def _raise_on_sigterm():
         return None
 
 
+def report_failure(error_log: Path, err: BaseException, logger: Any, run_dir: Path, job: Any) -> None:
+    """Save the traceback and the job's record, say on the console that the run failed, close the logger as failed:
+    each even when the one before it cannot (a full disk fails the first and must not silence the others)."""
+    try:
+        atomic_write_text(error_log, "".join(traceback.format_exception(err)), every_rank=True)
+        where = f"full traceback: {error_log}"
+    except OSError as write_err:
+        where = f"the traceback could not be saved: {write_err}"
+    try:
+        finish_job(run_dir, job, err)
+    except OSError as write_err:
+        log.error("Could not record the job's end: %s", write_err)
+    reason = f"terminated (exit code {err.code})" if isinstance(err, SystemExit) else console_message(err)
+    log.error("Run failed: %s\n(%s)", reason, where)
+    if logger is not None:
+        try:
+            logger.close(exit_code=exit_code(err))
+        except Exception as close_err:  # noqa: BLE001 - reported, the run's own error is what propagates
+            log.error("Could not close the experiment logger: %s", close_err)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run one job: set up the run dir and logger, run the stages, always close the logger."""
+    """Run one job: lock the run dir, check the config, set up the logger, run the stages, always close the logger."""
     run_dir = run_dir_from_hydra(cfg)
     done = finished_before(cfg.get("resume"), run_dir)
     if done is not None:
         log.info("Job %s finished before (%s): skipped, nothing re-run or re-logged", run_dir, run_dir / "job.json")
         return {"run_dir": run_dir, "skipped": True, "wandb": None, "wandb_url": None}
-    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir)
+    try:
+        lock.acquire()  # a second job into this dir stops here, before it writes anything into it
+    except RunLockedError as err:
+        log.error("Run refused: %s", err)
+        raise
     job = start_job(run_dir)
     seed_everything(int(cfg.seed))
     verbose = is_verbose(cfg)
     if verbose:
         lift_quiet_console()
-    logger = None
+    logger = source_lock = None
     previous_handler = _raise_on_sigterm()
     try:
         cfg = adopt_pool_split(apply_deprecations(cfg), task_overrides())  # a soup scores on its pool's split
         check_targets(cfg)  # a misspelt option anywhere fails here, before anything is built
+        validate(cfg)       # and a value out of its range
         unknown = set(cfg.stages) - set(STAGES)
         if unknown:
             raise ConfigError(f"stages={list(cfg.stages)}: unknown stages {sorted(unknown)}; "
@@ -146,6 +180,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                    resolve_workers(cfg.eval.num_workers, "eval.num_workers"))
         log.info("Device %s, precision %s (precision=%s), DataLoader workers: data %d, eval %d (of %d cores)",
                  device, precision, cfg.precision, *workers, available_cores())
+        resume, source_lock = preflight(cfg, run_dir, precision, multirun=sweep_group() is not None,
+                                        lock=world.is_main)
         info = write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
                               {"run_dir": str(run_dir), "stages": list(cfg.stages), "device": str(device),
                                "precision": precision, "workers": {"data": workers[0], "eval": workers[1]},
@@ -154,22 +190,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                   "resolved_workers": {"data": workers[0], "eval": workers[1]}, "versions": info["versions"]}
         logger = create_logger(cfg.get("logger") if world.is_main else None, run_dir, config, verbose=verbose,
                                run_id=resumed_wandb_id(cfg.resume, run_dir), **logger_fields(cfg, run_dir))
-        outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision, workers))
+        with verification(cfg.checkpoints.get("verify", True)):
+            outputs = run_stages(RunContext.build(cfg, run_dir, logger, device, precision, workers, resume))
+        logger.log_checkpoints(run_dir / CHECKPOINTS)
+        logger.close(exit_code=0)
+        finish_job(run_dir, job)
     except BaseException as err:
-        error_log = error_log_path(distributed.current(), run_dir)
-        atomic_write_text(error_log, "".join(traceback.format_exception(err)), every_rank=True)
-        finish_job(run_dir, job, err)
-        reason = f"terminated (exit code {err.code})" if isinstance(err, SystemExit) else err
-        log.error("Run failed: %s\n(full traceback: %s)", reason, error_log)
-        if logger is not None:
-            logger.close(exit_code=exit_code(err))
+        report_failure(error_log_path(distributed.current(), run_dir), err, logger, run_dir, job)
         raise
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
-    logger.log_checkpoints(run_dir / CHECKPOINTS)
-    logger.close(exit_code=0)
-    finish_job(run_dir, job)
+        if source_lock is not None:
+            source_lock.release()
+        lock.release()
     outputs["run_dir"] = run_dir
     outputs["rank"] = distributed.current().rank
     outputs["wandb"] = logger.directory

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from wiseft_lab.io import atomic_write_text, write_json
+from wiseft_lab.io import atomic_write_text, read_json, write_json
 
 PACKAGES = ("wiseft-lab", "torch", "torchvision", "open_clip_torch", "hydra-core", "omegaconf", "wandb",
             "safetensors", "numpy")
@@ -56,3 +56,9 @@ def write_run_info(run_dir: Path, resolved_config_yaml: str, seed: int, extra: d
     atomic_write_text(run_dir / "config.yaml", resolved_config_yaml)
     write_json(run_dir / "run_info.json", info)
     return info
+
+
+def update_run_info(run_dir: Path, fields: dict[str, Any]) -> None:
+    """Add what is learnt during the run (e.g. the images skipped as unreadable) to ``run_info.json``."""
+    path = Path(run_dir) / "run_info.json"
+    write_json(path, {**(read_json(path) if path.is_file() else {}), **fields})

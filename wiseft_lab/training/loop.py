@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from wiseft_lab.distributed import all_reduce_gradients, all_reduce_sum, current
 from wiseft_lab.errors import UserFacingError
-from wiseft_lab.io import read_json, remove_tree, write_json, write_safetensors
+from wiseft_lab.io import file_sha256, read_json, remove_tree, write_json, write_safetensors, writes_here
+from wiseft_lab.models.checkpoint import CheckpointError, load_weights
 from wiseft_lab.precision import autocast, resolve_precision
 from wiseft_lab.training.losses import Batch, LossFn
 
@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
-RESUMED_BY = "resumed_by.json"
+RESUMED_BY = "resumed_by.json"      # written into interrupted runs by earlier versions
+RESUMED_FROM = "resumed_from.json"  # in a run that continued another: which one (that run is never written to)
 
 
 class NonFiniteLossError(UserFacingError, RuntimeError):
@@ -79,11 +80,21 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 
 def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], rest: dict) -> None:
+    """Restore the saved moments and steps; the hyperparameters stay the configured ones (lr, weight decay, ...).
+
+    The saved param groups hold the lr the schedule had set (and the schedule's base lr): restoring them would
+    silently keep the interrupted run's values when the config changed them (``resume_allow``).
+    """
+    configured = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     entries: dict[int, dict] = {}
     for flat, value in [*tensors.items(), *rest["scalars"].items()]:
         index, key = flat.split(".", 1)
         entries.setdefault(int(index), {})[key] = value
     optimizer.load_state_dict({"state": entries, "param_groups": rest["param_groups"]})
+    for group, values in zip(optimizer.param_groups, configured, strict=True):
+        for key in set(group) - set(values) - {"params"}:  # the schedule's initial_lr: recomputed from lr
+            del group[key]
+        group.update(values)
 
 
 def _checkpoint_order(directory: Path) -> tuple[int, int]:
@@ -100,18 +111,22 @@ def latest_checkpoint_dir(checkpoint_dir: Path) -> Path | None:
 
 
 def find_interrupted_run(runs_dir: Path, exclude: Path | None = None) -> Path | None:
-    """The newest run under ``runs_dir`` with a finished epoch but no fine-tuned model, not finished by another run."""
-    for run in sorted((p for p in Path(runs_dir).iterdir() if p.is_dir()), reverse=True):
+    """The newest run under ``runs_dir`` with a finished epoch but no fine-tuned model, not continued by another."""
+    runs = sorted((p for p in Path(runs_dir).iterdir() if p.is_dir()), reverse=True)
+    continued = {Path(read_json(f)["run_dir"]).resolve() for run in runs
+                 if (f := run / "checkpoints" / RESUMED_FROM).is_file()}
+    for run in runs:
         ckpts = run / "checkpoints"
         finished = (ckpts / "finetuned" / "meta.json").is_file() or (ckpts / RESUMED_BY).is_file()
-        if run != exclude and latest_checkpoint_dir(ckpts) is not None and not finished:
+        if run != exclude and latest_checkpoint_dir(ckpts) is not None and not finished \
+                and run.resolve() not in continued:
             return run
     return None
 
 
-def mark_resumed(checkpoint_dir: Path, by_run: Path) -> None:
-    """Record in an interrupted run's checkpoints that ``by_run`` finished it, so resume=true skips it from now on."""
-    write_json(Path(checkpoint_dir) / RESUMED_BY, {"run_dir": str(by_run)})
+def record_resumed_from(checkpoint_dir: Path, source_run: Path, epoch_dir: Path) -> None:
+    """Record in this run which run it continues, so resume=true does not pick that one up again."""
+    write_json(Path(checkpoint_dir) / RESUMED_FROM, {"run_dir": str(source_run), "epoch_dir": str(epoch_dir)})
 
 
 class Trainer:
@@ -158,8 +173,10 @@ class Trainer:
         tensors, rest = _optimizer_tensors(self.optimizer)
         if partial is not None:
             tensors["rng.torch"] = torch.get_rng_state()
-        write_safetensors(directory / OPTIMIZER_FILE, tensors)
+        optimizer_file = write_safetensors(directory / OPTIMIZER_FILE, tensors)
         state = {"epoch": epoch, "step": step, "optimizer": rest, "metrics": metrics}
+        if writes_here():  # the rank that wrote it records its digest
+            state["sha256"] = {OPTIMIZER_FILE: file_sha256(optimizer_file)}
         if partial is not None:
             state["partial"] = {**partial, "python_random": random.getstate()}
         write_json(directory / TRAINER_STATE, state)
@@ -189,9 +206,14 @@ class Trainer:
 
         After a mid-epoch checkpoint, :meth:`fit` continues that epoch at its next batch.
         """
-        state = read_json(directory / TRAINER_STATE)
+        try:
+            state = read_json(directory / TRAINER_STATE)
+        except ValueError as err:
+            raise CheckpointError(f"{directory / TRAINER_STATE} is not valid JSON ({err}): truncated or corrupt; "
+                                  f"delete {directory} to resume from the checkpoint before (if kept).") from err
         load_model(directory)
-        tensors = load_file(directory / OPTIMIZER_FILE)
+        tensors = load_weights(directory / OPTIMIZER_FILE, state.get("sha256", {}).get(OPTIMIZER_FILE),
+                               directory / TRAINER_STATE)
         rng = tensors.pop("rng.torch", None)
         _restore_optimizer(self.optimizer, tensors, state["optimizer"])
         self._resume_partial = None
