@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from wiseft_lab.config import ConfigError
 from wiseft_lab.io import read_json, writes_here
 from wiseft_lab.models.checkpoint import META_FILE, check_architecture, read_meta
+from wiseft_lab.models.interop import is_open_clip_source
 from wiseft_lab.runlock import RunLock
 from wiseft_lab.training.loop import find_interrupted_run, latest_checkpoint_dir, record_resumed_from
 
@@ -177,8 +178,9 @@ def check_input_architectures(cfg: DictConfig, stages: Sequence[str], resume: Re
         inputs = {"resume": resume.epoch_dir} if resume is not None else {}
         expected = str(cfg.model.arch)
     else:
+        # open_clip files are imported as model.arch when their stage needs them (models/interop.py)
         inputs = {f"checkpoints.{name}": Path(str(path)) for name in ("zeroshot", "finetuned")
-                  if (path := cfg.checkpoints.get(name))}
+                  if (path := cfg.checkpoints.get(name)) and not is_open_clip_source(Path(str(path)))}
         if not inputs:
             return
         expected = read_meta(next(iter(inputs.values()))).arch
