@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -152,12 +153,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("Job %s finished before (%s): skipped, nothing re-run or re-logged", run_dir, run_dir / "job.json")
         return {"run_dir": run_dir, "skipped": True, "wandb": None, "wandb_url": None}
     lock = RunLock(run_dir)
+    rank0 = distributed.world_from_env().is_main  # the other ranks of a job share rank 0's dir (and its lock)
     try:
-        lock.acquire()  # a second job into this dir stops here, before it writes anything into it
+        if rank0:
+            lock.acquire()  # a second job into this dir stops here, before it writes anything into it
     except RunLockedError as err:
         log.error("Run refused: %s", err)
         raise
-    job = start_job(run_dir)
+    job = start_job(run_dir) if rank0 else {"started": time.time()}
     seed_everything(int(cfg.seed))
     verbose = is_verbose(cfg)
     if verbose:
@@ -203,7 +206,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             signal.signal(signal.SIGTERM, previous_handler)
         if source_lock is not None:
             source_lock.release()
-        lock.release()
+        if rank0:
+            lock.release()
     outputs["run_dir"] = run_dir
     outputs["rank"] = distributed.current().rank
     outputs["wandb"] = logger.directory
