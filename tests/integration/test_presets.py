@@ -194,7 +194,14 @@ def _rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
 
 
-SINGLE = [p for p in PRESETS if not is_soup(p)]
+def needs_a_pool(preset: str) -> bool:
+    """A soup of ingredients fine-tuned elsewhere: the cross-dataset soup (its smoke twin runs in
+    tests/integration/test_analyses_cli.py, with ingredients trained on other class sets)."""
+    cfg = compose_cfg(f"experiment={preset}")
+    return cfg.merge.kind == "cross_dataset_soup"
+
+
+SINGLE = [p for p in PRESETS if not is_soup(p) and not needs_a_pool(p)]
 SOUPS = [p for p in PRESETS if is_soup(p)]
 
 
