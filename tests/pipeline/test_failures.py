@@ -30,7 +30,7 @@ def test_out_of_disk_still_reports_the_failure_and_closes_the_logger(tmp_path, m
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["smoke=tiny", "logger=none", f"paths.output_dir={tmp_path}"])
     logger = RecordingLogger()
-    monkeypatch.setattr(run_module, "write_run_info", lambda *args, **kwargs: None)
+    monkeypatch.setattr(run_module, "write_run_info", lambda *args, **kwargs: {"versions": {}})
     monkeypatch.setattr(run_module, "create_logger", lambda *args, **kwargs: logger)
     monkeypatch.setattr(run_module, "run_stages", full_disk)        # the stage's write fails ...
     monkeypatch.setattr(run_module, "atomic_write_text", full_disk)  # ... and so does error.log
