@@ -77,7 +77,8 @@ def test_the_cli_fails_before_any_file_without_a_traceback(tmp_path):
     assert proc.returncode == 1 and "finetune.epochs='abc': must be an integer >= 1" in out
     assert "Traceback" not in out
     run_dir = only_run_dir_or_hydra(tmp_path)
-    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "error.log", "wiseft_lab.log"]
+    # nothing but the failure: the traceback, the job's record (failed, its reason) and Hydra's own files
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "error.log", "job.json", "wiseft_lab.log"]
 
 
 def only_run_dir_or_hydra(base):

@@ -63,7 +63,7 @@ def test_sweep_runs_two_jobs_at_once_and_logs_the_failed_one(sweep):
     assert "n_jobs=2" in log and "launching 4 jobs" in log
     jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
-    assert "Invalid learning rate: -1" in (jobs[3] / "error.log").read_text()
+    assert "optimizer.lr=-1: must be a number > 0" in (jobs[3] / "error.log").read_text()  # checked before compute
     assert not (jobs[3] / "checkpoints" / "finetuned").exists()
     for job in jobs[:3]:
         meta = json.loads((job / "checkpoints" / "finetuned" / "meta.json").read_text())
