@@ -161,8 +161,7 @@ def set_logits(model: nn.Module, prepared: PreparedSet, *, batch_size: int = 256
     """
     device = next(model.parameters()).device
     raw, labels = [], []
-    for logits, y in _logit_batches(model, prepared.name, prepared, batch_size, device, precision, features,
-                                    progress):
+    for logits, y in _logit_batches(model, prepared, batch_size, device, precision, features, progress):
         raw.append(logits.float().cpu())
         labels.append(y)
     raw_logits, all_labels = torch.cat(raw, dim=-2), torch.cat(labels)
@@ -223,10 +222,10 @@ def evaluate(
     return {**metrics, **sizes}
 
 
-def _logit_batches(model: nn.Module, name: str, prepared: PreparedSet, batch_size: int, device: torch.device,
+def _logit_batches(model: nn.Module, prepared: PreparedSet, batch_size: int, device: torch.device,
                    precision: str, features: FeatureCache | None, progress: bool):
     """``(logits, labels)`` per batch of one set: from kept tower outputs when ``features`` has them."""
-    cached = features.get(name) if features is not None else None
+    cached = features.get(prepared.name) if features is not None else None
     if cached is not None:
         for tower_out, y in cached:
             with autocast(device, precision):
@@ -238,7 +237,7 @@ def _logit_batches(model: nn.Module, name: str, prepared: PreparedSet, batch_siz
     batches = prepared.batches(batch_size, device, examples=shard(len(prepared), world) if world.distributed else None)
     progress = progress and world.is_main
     if progress:
-        batches = tqdm(batches, desc=f"eval {name}", leave=False, unit="batch",  # only on a terminal
+        batches = tqdm(batches, desc=f"eval {prepared.name}", leave=False, unit="batch",  # only on a terminal
                        total=-(-len(prepared) // batch_size), disable=None)
     for images, y in batches:
         y = torch.as_tensor(y)
@@ -251,4 +250,4 @@ def _logit_batches(model: nn.Module, name: str, prepared: PreparedSet, batch_siz
                 logits = model.head(tower_out)
         yield logits, y
     if keep is not None:
-        features.put(name, keep)
+        features.put(prepared.name, keep)
