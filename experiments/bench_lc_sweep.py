@@ -2,7 +2,8 @@
 
 An ``lc`` fine-tune changes only the head, so every alpha shares the zero-shot image tower. The sweep below does
 what the evaluate stage does for each alpha (interpolate the two state dicts, load them, score every set) three
-ways on the same decoded sets: the floor (one tower pass over every set, no heads), the sweep with reused
+ways on the same decoded sets, through the pipeline's own pieces (one interpolation path, loads that copy only
+what changed, the evaluate function): the floor (one tower pass over every set, no heads), the sweep with reused
 features (``FeatureCache``, the pipeline's path), and the sweep running the tower for every alpha (the path before
 it). The ratios are what to read: they hold on a noisy machine where the seconds do not.
 
@@ -23,17 +24,18 @@ from wiseft_lab.data import synthetic
 from wiseft_lab.data.sources import synthetic_styles
 from wiseft_lab.evaluation.features import FeatureCache
 from wiseft_lab.models.factory import create_clip
+from wiseft_lab.models.loader import CopiedEntries
 from wiseft_lab.precision import autocast, resolve_precision
-from wiseft_lab.weight_space.interpolate import interpolate
+from wiseft_lab.weight_space.interpolate import interpolation_path
 
 
 def sweep(zeroshot: ImageClassifier, finetuned: ImageClassifier, suite: EvalSuite, alphas: list[float],
           batch_size: int, precision: str, features: FeatureCache | None) -> list[dict]:
-    model = copy.deepcopy(zeroshot)
-    theta_0, theta_1 = zeroshot.state_dict(), finetuned.state_dict()
+    model, loads = copy.deepcopy(zeroshot), CopiedEntries()
+    path = interpolation_path(zeroshot.state_dict(), finetuned.state_dict())
     results = []
     for alpha in alphas:
-        model.load_state_dict(interpolate(theta_0, theta_1, alpha))
+        loads.load(model, path(alpha))
         results.append(evaluate(model, suite, batch_size=batch_size, precision=precision, progress=False,
                                 features=features))
     return results

@@ -128,8 +128,8 @@ def child(args) -> None:
         config = LearnedSoupConfig(epochs=1, per_layer=args.child == "learned_per_layer", streaming=True)
         learned_soup(model, paths, batches, config, on_step=on_step)
     elif args.child == "fisher":
-        fisher_merge(paths, lambda i, state: diagonal_fisher(model, state, (x for x, _ in batches(0)),
-                                                             max_examples=args.fisher_examples))
+        images = torch.cat([x for x, _ in batches(0)])[:args.fisher_examples]
+        fisher_merge(paths, lambda i, state: diagonal_fisher(model, state, enumerate(images)))
     elif args.child == "load_all":
         kept = [load_all(p) for p in paths]  # noqa: F841 - what the soups avoid
     elif args.child == "train_step":  # for scale: one plain forward/backward of the model on one batch

@@ -120,18 +120,25 @@ def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if current().backend == "nccl" else torch.device("cpu")
 
 
+def all_reduce_tensors(tensors: Sequence[torch.Tensor]) -> None:
+    """Sum tensors over the ranks, in place, in one flat buffer: one collective however many (mixed dtypes are
+    summed in the widest of them)."""
+    if not current().distributed or not tensors:
+        return
+    flat = _flatten_dense_tensors(list(tensors)).to(_collective_device())
+    dist.all_reduce(flat)
+    for tensor, reduced in zip(tensors, _unflatten_dense_tensors(flat, list(tensors)), strict=True):
+        tensor.copy_(reduced)
+
+
 def all_reduce_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
-    """Sum every parameter's gradient over the ranks, in one flat buffer (a parameter without one counts as 0)."""
+    """Sum every parameter's gradient over the ranks (a parameter without one counts as 0)."""
     if not current().distributed:
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-    flat = _flatten_dense_tensors(grads)
-    dist.all_reduce(flat)
-    for param, reduced in zip(parameters, _unflatten_dense_tensors(flat, grads), strict=True):
+    for param in parameters:
         if param.grad is None:
-            param.grad = reduced
-        else:
-            param.grad.copy_(reduced)
+            param.grad = torch.zeros_like(param)
+    all_reduce_tensors([param.grad for param in parameters])
 
 
 def shard(n: int, world: World | None = None) -> range:

@@ -2,7 +2,7 @@
 
 In a data-parallel job only rank 0 writes (and removes) files: the other ranks compute the same artifacts and
 read rank 0's after the stage that wrote them (:mod:`wiseft_lab.pipeline.ranks`). ``every_rank=True`` is for the
-one exception, a rank's own error log.
+exceptions: a job's error log (whichever rank fails first writes it) and the run lock's staging file.
 """
 
 from __future__ import annotations
@@ -80,6 +80,20 @@ def atomic_write_bytes(path: str | Path, data: bytes, every_rank: bool = False) 
 
 def atomic_write_text(path: str | Path, text: str, every_rank: bool = False) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"), every_rank)
+
+
+def create_exclusive(path: str | Path, text: str) -> bool:
+    """Put a complete file at ``path`` unless one is there: the first of several processes wins (a hard link never
+    replaces a file). Every rank may call it; False when a file was there first."""
+    path = Path(path)
+    staged = atomic_write_text(path.parent / f".{path.name}.{os.getpid()}", text, every_rank=True)
+    try:
+        os.link(staged, path)
+    except FileExistsError:
+        return False
+    finally:
+        staged.unlink(missing_ok=True)
+    return True
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from wiseft_lab.errors import UserFacingError
-from wiseft_lab.io import atomic_write_text
+from wiseft_lab.io import create_exclusive
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +80,8 @@ class RunLock:
 
     def _link(self, record: dict) -> bool:
         """Put a complete lock file in place unless one exists."""
-        staged = atomic_write_text(self.run_dir / f".{LOCK_FILE}.{os.getpid()}", json.dumps(record) + "\n",
-                                   every_rank=True)
-        try:
-            os.link(staged, self.path)
-        except FileExistsError:
-            return False
-        finally:
-            staged.unlink(missing_ok=True)
-        self.held = True
-        return True
+        self.held = create_exclusive(self.path, json.dumps(record) + "\n")
+        return self.held
 
     def _remove_stale(self, holder: dict) -> None:
         """Delete the stale lock ``holder``, unless another job replaced it meanwhile (one takes over at a time)."""

@@ -16,12 +16,15 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from PIL import Image
 from safetensors.torch import load_file
 
 from tests.conftest import only_run_dir, run_cli
 from wiseft_lab import distributed
 from wiseft_lab.distributed import World, split_batch
 from wiseft_lab.training.job import GlobalBatches
+from wiseft_lab.weight_space.fisher import diagonal_fisher
+from wiseft_lab.weight_space.learned import LearnedSoupConfig, learned_soup
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +66,40 @@ def test_uneven_sets_are_gathered_exactly_once_in_order(tmp_path):
     assert torch.equal(result["gathered"], result["rows"])
 
 
+def _held_out_passes() -> dict[str, torch.Tensor]:
+    """A learned soup and a Fisher estimate on 7 held-out examples (batches of 4 and 3: uneven over 2 ranks)."""
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Linear(5, 3)
+    pool = [{k: torch.randn(v.shape, generator=g) for k, v in net.state_dict().items()} for _ in range(3)]
+    x, y = torch.randn(7, 5, generator=g), torch.arange(7) % 3
+    learned = learned_soup(net, pool, lambda epoch: [(x[:4], y[:4]), (x[4:], y[4:])],
+                           LearnedSoupConfig(epochs=2, streaming=True))
+    examples = [(i, x[i]) for i in distributed.shard(len(x))]
+    fisher = diagonal_fisher(net, pool[0], examples, seed=3)
+    return {"coefficients": learned.coefficients, "beta": torch.tensor(learned.beta),
+            **{f"fisher.{k}": v for k, v in fisher.items()}}
+
+
+def _held_out_on_ranks(rank: int, world: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        result = _held_out_passes()
+        if rank == 1:
+            torch.save(result, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_learned_soup_and_fisher_sharded_over_ranks_equal_one_process(tmp_path):
+    out = tmp_path / "rank1.pt"
+    mp.spawn(_held_out_on_ranks, args=(2, f"file://{tmp_path / 'rendezvous'}", str(out)), nprocs=2)
+    parallel, single = torch.load(out), _held_out_passes()
+    assert parallel.keys() == single.keys()
+    for key, value in single.items():  # the same sums in another order
+        torch.testing.assert_close(parallel[key], value, rtol=1e-5, atol=1e-7, msg=key)
+    assert not torch.allclose(single["coefficients"], torch.full_like(single["coefficients"], 1 / 3))  # it learned
+
+
 def _torchrun(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cwd.mkdir(parents=True, exist_ok=True)
@@ -99,6 +136,26 @@ def test_two_ranks_reach_the_single_process_weights_and_scores(tmp_path):
     assert (info["world_size"], info["backend"], info["devices"]) == (2, "gloo", ["cpu", "cpu"])
     assert "rank 1 of 2 started" in proc.stderr + proc.stdout
     assert set(scratch.glob("wiseft-lab-rank1-*")) == before  # rank 1's scratch directory is gone
+
+
+def test_a_failing_rank_ends_the_job_with_one_error_record(tmp_path):
+    """One truncated training image: the rank whose share holds it fails, the other stops after it, one record."""
+    for split in ("train", "test"):
+        for name, color in (("a", "red"), ("b", "blue")):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (32, 32), color).save(tmp_path / "data" / split / name / f"{i}.jpg")
+    bad = tmp_path / "data/train/b/1.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])
+    proc = _torchrun(*SMOKE, "data=folder", f"data.dataset.root={tmp_path / 'data'}", "stages=[finetune]",
+                     cwd=tmp_path / "run")
+    assert proc.returncode != 0
+    run = only_run_dir(tmp_path / "run")
+    assert [p.name for p in (tmp_path / "run").rglob("error*.log")] == ["error.log"]
+    first = (run / "error.log").read_text().splitlines()[0]
+    assert re.fullmatch(rf"rank [01] of 2: CorruptImageError: {re.escape(str(bad))}: cannot be decoded .*", first)
+    assert json.loads((run / "job.json").read_text())["reason"] == first  # not the other rank's closed connection
+    assert not (run / "run.lock").exists()
 
 
 def _descendants(pid: int) -> list[int]:

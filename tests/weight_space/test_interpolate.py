@@ -10,6 +10,7 @@ import torch
 from wiseft_lab import interpolate
 from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.models.zeroshot import ClassificationHead
+from wiseft_lab.weight_space.interpolate import interpolation_path
 
 
 def _pair():
@@ -78,3 +79,20 @@ def test_linear_classifier_interpolation_equals_output_ensemble(tiny_bundle):
     with torch.no_grad():
         ensemble = (1 - alpha) * models[0](images) + alpha * models[1](images)
         torch.testing.assert_close(merged(images), ensemble, rtol=1e-5, atol=1e-5)
+
+
+def test_a_path_mixes_what_differs_and_shares_what_is_equal():
+    a, b = _pair()
+    a["tower"], b["tower"] = torch.arange(6.0), torch.arange(6.0)  # the same values, two tensors
+    path = interpolation_path(a, b)
+    for alpha in (0.0, 0.25, 1.0):
+        out = path(alpha)
+        assert out["tower"] is a["tower"]  # the very tensor at every alpha: a loader can skip it
+        assert out["w"] is not a["w"] and out["w"] is not b["w"]
+        expected = interpolate({k: v for k, v in a.items() if k != "tower"},
+                               {k: v for k, v in b.items() if k != "tower"}, alpha)
+        for key, value in expected.items():
+            assert torch.equal(_bits(out[key]), _bits(value)), (alpha, key)
+    torch.testing.assert_close(path(0.25)["w"], 0.75 * a["w"] + 0.25 * b["w"])
+    with pytest.raises(ValueError, match=r"shape mismatch"):
+        interpolation_path(a, {**b, "w": torch.zeros(4, 3)})

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from wiseft_lab.data.cache import PreparedSet
+from wiseft_lab.distributed import shard
 from wiseft_lab.evaluation.features import FeatureCache
 from wiseft_lab.evaluation.suite import HOLDOUT, EvalSuite, evaluate
 from wiseft_lab.models.checkpoint import StateDict, load_state_dict
@@ -93,9 +94,16 @@ class MergeContext:
         """
         if self.holdout is None:
             raise ValueError("The Fisher information needs a held-out split: set data.holdout_fraction (e.g. 0.02).")
-        examples = (images for images, _ in self.holdout_set().batches(64, self.device))
-        return diagonal_fisher(self.models.skeleton(template), state, examples,
-                               generator=torch.Generator().manual_seed(int(seed)), max_examples=n_examples,
+        prepared = self.holdout_set()
+        total = len(prepared) if n_examples is None else min(int(n_examples), len(prepared))
+        mine = shard(total)  # every rank estimates on its share; the sums are all-reduced
+
+        def examples():
+            done = 0
+            for images, _ in prepared.batches(64, self.device, examples=mine):
+                yield from zip(mine[done:done + len(images)], images, strict=True)
+                done += len(images)
+        return diagonal_fisher(self.models.skeleton(template), state, examples(), seed=int(seed),
                                train_mode=train_mode, precision=self.precision)
 
 

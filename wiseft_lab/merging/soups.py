@@ -13,6 +13,7 @@ resolves the pool, feeds it the held-out data and records what happened.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,7 +46,7 @@ from wiseft_lab.models.checkpoint import StateDict, is_checkpoint, load_state_di
 from wiseft_lab.models.ensemble import OutputEnsemble
 from wiseft_lab.weight_space.fisher import FISHER_FLOOR, fisher_merge
 from wiseft_lab.weight_space.ingredients import check_pool
-from wiseft_lab.weight_space.interpolate import interpolate
+from wiseft_lab.weight_space.interpolate import interpolate, interpolation_path
 from wiseft_lab.weight_space.landscape import pairwise_angles
 from wiseft_lab.weight_space.learned import LearnedSoupConfig, learned_soup
 from wiseft_lab.weight_space.soups import greedy_order, greedy_soup, uniform_soup
@@ -385,6 +386,7 @@ def _wiseft_entries(best: Ingredient, alphas: Sequence[float]) -> list[ModelEntr
     cache: dict[Path, StateDict] = {}
     theta_0, theta_1 = cached_loader(zeroshot, cache), cached_loader(best.checkpoint, cache)
     entries = [ModelEntry("zeroshot", 0.0, theta_0, extra={"ingredient": best.name})]
-    entries += [ModelEntry("wiseft", a, lambda a=a: interpolate(theta_0(), theta_1(), a),
+    path = functools.cache(lambda: interpolation_path(theta_0(), theta_1()))
+    entries += [ModelEntry("wiseft", a, lambda a=a: path()(a),
                            extra={"ingredient": best.name}) for a in alphas]
     return entries

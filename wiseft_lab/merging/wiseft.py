@@ -3,6 +3,7 @@ Fisher-weighted, wise-ft's ``--fisher``); and no merge."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from wiseft_lab.merging.registry import (
 )
 from wiseft_lab.models.checkpoint import StateDict, read_meta
 from wiseft_lab.weight_space.fisher import FISHER_FLOOR, fisher_interpolate
-from wiseft_lab.weight_space.interpolate import check_compatible, interpolate
+from wiseft_lab.weight_space.interpolate import check_compatible, interpolation_path
 
 DEFAULT_ALPHAS = [round(0.1 * i, 1) for i in range(11)]
 
@@ -60,17 +61,18 @@ class WiseFT(MergeStrategy):
         theta_0, theta_1 = cached_loader(ctx.zeroshot, cache), cached_loader(ctx.finetuned, cache)
         check_compatible(theta_0(), theta_1(), names=(str(ctx.zeroshot), str(ctx.finetuned)))
         keep = {float(a) for a in self.save_alphas}
-        mix, extra = interpolate, {}
+        # built on first use, once for every alpha (the equal-entry search is a pass over both endpoints)
+        path, extra = functools.cache(lambda: interpolation_path(theta_0(), theta_1())), {}
         if self.fisher:  # rows stay "wiseft" (the curve, Table 1 and alpha selection read them), marked fisher
-            mix, extra = self._fisher_mix(ctx, theta_0(), theta_1()), {"fisher": True}
-        entries = [ModelEntry("wiseft", alpha, lambda a=alpha: mix(theta_0(), theta_1(), a), extra=dict(extra),
+            path, extra = self._fisher_path(ctx, theta_0(), theta_1()), {"fisher": True}
+        entries = [ModelEntry("wiseft", alpha, lambda a=alpha: path()(a), extra=dict(extra),
                               save_as=f"wiseft_alpha{alpha:g}" if alpha in keep else None)
                    for alpha in (float(a) for a in self.alphas)]
         rules = [self.select_alpha] if isinstance(self.select_alpha, str) else list(self.select_alpha)
         rules_by_name(rules)  # an unknown rule fails now, before any evaluation
         return MergeResult(entries, select_alpha=rules)
 
-    def _fisher_mix(self, ctx: MergeContext, zeroshot: StateDict, finetuned: StateDict):
+    def _fisher_path(self, ctx: MergeContext, zeroshot: StateDict, finetuned: StateDict):
         if read_meta(ctx.zeroshot).head == "text":
             raise ValueError("merge.fisher=true needs a linear head (the checkpoints' head is derived from the text "
                              "tower); use merge.fisher=false.")
@@ -78,4 +80,4 @@ class WiseFT(MergeStrategy):
                    "train_mode": bool(self.fisher_train_mode), "seed": int(self.fisher_seed)}
         fishers = (ctx.fisher(ctx.zeroshot, zeroshot, **options), ctx.fisher(ctx.zeroshot, finetuned, **options))
         floor = float(self.fisher_floor)
-        return lambda t0, t1, alpha: fisher_interpolate(t0, t1, alpha, fishers, floor=floor)
+        return lambda: lambda alpha: fisher_interpolate(zeroshot, finetuned, alpha, fishers, floor=floor)

@@ -6,11 +6,13 @@ Returns the :class:`Endpoints` the merge stage takes: the zero-shot and fine-tun
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from wiseft_lab.config import ConfigError
 from wiseft_lab.data.base import TaskData
@@ -94,7 +96,7 @@ def finetune(ctx: RunContext) -> Endpoints:
         adopt(ctx.resume, ctx.checkpoint_dir)
     job = FinetuneJob(
         model=classifier, bundle=ctx.models.bundle(), train_data=ctx.task().train, precision=ctx.precision,
-        seed=ctx.seed, optimizer_factory=instantiate(ctx.cfg.optimizer),
+        seed=ctx.seed, optimizer_factory=optimizer_factory(ctx.cfg.optimizer, ctx.device),
         scheduler_factory=instantiate(ctx.cfg.scheduler), checkpoint_dir=training_dir(ctx.resume, ctx.checkpoint_dir),
         meta=meta.replace(method=ctx.method.name), num_workers=ctx.data_workers,
         resume=ctx.resume is not None,
@@ -111,6 +113,16 @@ def finetune(ctx: RunContext) -> Endpoints:
                                 job.meta.replace(epoch=ctx.method.epochs, metrics=metrics))
     log.info("Fine-tuned checkpoint: %s", finetuned)
     return Endpoints(zeroshot, finetuned)
+
+
+def optimizer_factory(cfg: DictConfig, device: torch.device) -> Callable[..., torch.optim.Optimizer]:
+    """The ``optimizer`` node as a partial; ``fused: auto`` is torch's fused kernel on CUDA (one kernel per step for
+    every parameter instead of several per tensor), and torch's default elsewhere (torch's fused CPU AdamW differs
+    from it by an ulp after a few steps, which would move every result recorded on CPUs)."""
+    options = OmegaConf.to_container(cfg, resolve=True)
+    if options.get("fused") == "auto":
+        options["fused"] = True if device.type == "cuda" else None
+    return instantiate(options)
 
 
 def feature_cache_path(ctx: RunContext) -> Path | None:

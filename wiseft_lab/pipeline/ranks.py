@@ -4,7 +4,8 @@ Every rank runs the same stages on the same config; training steps and evaluatio
 (:mod:`wiseft_lab.distributed`). Rank 0 chooses the run directory (Hydra's timestamp can differ by a second between
 ranks) and owns it: only rank 0 writes files there (:mod:`wiseft_lab.io` skips the writes of the other ranks), its
 console and its W&B run. The other ranks read rank 0's files after the stage that wrote them (:func:`stage_done`),
-log one line that they started and their warnings, and record a failure of their own as ``error.rank<N>.log``.
+log one line that they started and their warnings; the first rank to fail writes the job's ``error.log``
+(:func:`wiseft_lab.pipeline.run.record_failure`).
 """
 
 from __future__ import annotations
@@ -43,8 +44,3 @@ def start_rank(world: World, device: torch.device, run_dir: Path) -> tuple[Path,
 def stage_done() -> None:
     """Every rank waits here until rank 0 has written what the stage produced (checkpoints the next stage reads)."""
     barrier()
-
-
-def error_log_path(world: World, run_dir: Path) -> Path:
-    """Where a failure is recorded: the run's ``error.log``; a rank above 0 writes ``error.rank<N>.log`` beside it."""
-    return run_dir / ("error.log" if world.is_main else f"error.rank{world.rank}.log")

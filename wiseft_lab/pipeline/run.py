@@ -27,7 +27,7 @@ from wiseft_lab.config import ConfigError, check_targets
 from wiseft_lab.console import is_verbose, lift_quiet_console
 from wiseft_lab.data.eval_sets import check_data_layouts
 from wiseft_lab.errors import console_message
-from wiseft_lab.io import atomic_write_text
+from wiseft_lab.io import atomic_write_text, create_exclusive
 from wiseft_lab.merging.pool import adopt_pool_split, pool_group
 from wiseft_lab.models.checkpoint import verification
 from wiseft_lab.pipeline.context import (
@@ -45,14 +45,14 @@ from wiseft_lab.pipeline.evaluate import check_classes, evaluate
 from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
 from wiseft_lab.pipeline.guards import preflight
 from wiseft_lab.pipeline.merge import merge
-from wiseft_lab.pipeline.ranks import error_log_path, stage_done, start_rank
+from wiseft_lab.pipeline.ranks import stage_done, start_rank
 from wiseft_lab.pipeline.report import report
 from wiseft_lab.precision import resolve_precision
 from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.run_info import write_run_info
 from wiseft_lab.reporting.wandb_names import job_type, read_sweep, run_name, run_tags, varying_overrides
 from wiseft_lab.runlock import RunLock, RunLockedError
-from wiseft_lab.sweeps.jobs import exit_code, finish_job, finished_before, resumed_wandb_id, start_job
+from wiseft_lab.sweeps.jobs import exit_code, failure_reason, finish_job, finished_before, resumed_wandb_id, start_job
 from wiseft_lab.training.loop import request_stop
 from wiseft_lab.validation import validate
 
@@ -124,19 +124,44 @@ def _raise_on_sigterm():
         return None
 
 
-def report_failure(error_log: Path, err: BaseException, logger: Any, run_dir: Path, job: Any) -> None:
+ERROR_LOG = "error.log"
+
+
+def record_failure(run_dir: Path, err: BaseException, started: float) -> str | None:
+    """Write the traceback to the run's ``error.log``, once per job; None, or the reason of the rank that failed first.
+
+    In a data-parallel job one rank's failure brings the others down after it (a closed connection in a collective,
+    torchrun's SIGTERM): the first rank to fail writes the record, headed by its rank, and the later failures only
+    point to it. An ``error.log`` older than this job (an earlier attempt's, the run resumed since) is replaced.
+    """
+    world = distributed.current()
+    header = (f"rank {world.rank} of {world.size}: " if world.distributed else "") + failure_reason(err)
+    text = f"{header}\n\n{''.join(traceback.format_exception(err))}"
+    path = run_dir / ERROR_LOG
+    if create_exclusive(path, text):
+        return None
+    if path.stat().st_mtime < started:
+        atomic_write_text(path, text, every_rank=True)
+        return None
+    return path.read_text(errors="replace").splitlines()[0]
+
+
+def report_failure(run_dir: Path, err: BaseException, logger: Any, job: dict[str, Any]) -> None:
     """Save the traceback and the job's record, say on the console that the run failed, close the logger as failed:
     each even when the one before it cannot (a full disk fails the first and must not silence the others)."""
+    first = None
     try:
-        atomic_write_text(error_log, "".join(traceback.format_exception(err)), every_rank=True)
-        where = f"full traceback: {error_log}"
+        first = record_failure(run_dir, err, job["started"])
+        where = f"full traceback: {run_dir / ERROR_LOG}"
     except OSError as write_err:
         where = f"the traceback could not be saved: {write_err}"
     try:
-        finish_job(run_dir, job, err)
+        finish_job(run_dir, job, err, reason=first)
     except OSError as write_err:
         log.error("Could not record the job's end: %s", write_err)
     reason = f"terminated (exit code {err.code})" if isinstance(err, SystemExit) else console_message(err)
+    if first is not None:
+        reason = f"{first} (rank {distributed.current().rank} stopped after it)"
     log.error("Run failed: %s\n(%s)", reason, where)
     if logger is not None:
         try:
@@ -199,7 +224,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         logger.close(exit_code=0)
         finish_job(run_dir, job)
     except BaseException as err:
-        report_failure(error_log_path(distributed.current(), run_dir), err, logger, run_dir, job)
+        report_failure(run_dir, err, logger, job)
         raise
     finally:
         if previous_handler is not None:

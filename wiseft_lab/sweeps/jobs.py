@@ -65,12 +65,14 @@ def start_job(run_dir: Path) -> dict[str, Any]:
     return record
 
 
-def finish_job(run_dir: Path, record: dict[str, Any], err: BaseException | None = None) -> dict[str, Any]:
-    """Record how the job ended: completed, or failed with its exit code and one-line reason."""
+def finish_job(run_dir: Path, record: dict[str, Any], err: BaseException | None = None,
+               reason: str | None = None) -> dict[str, Any]:
+    """Record how the job ended: completed, or failed with its exit code and one-line reason (``err``'s, unless
+    ``reason`` says otherwise: another rank's failure that brought this one down)."""
     finished = time.time()
     record = {**record, "status": FAILED if err is not None else COMPLETED, "finished": finished,
               "duration_s": round(finished - record["started"], 3), "exit_code": exit_code(err),
-              "reason": failure_reason(err) if err is not None else None}
+              "reason": reason or failure_reason(err) if err is not None else None}
     write_json(Path(run_dir) / JOB_FILE, record)
     return record
 

@@ -79,6 +79,9 @@ class FinetuneMethod:
     label_smoothing: float = 0.0
     keep_checkpoints: int | None = 1  # per-epoch checkpoints kept (resume needs 1); None keeps all
     checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N optimiser steps (pre-emption)
+    channels_last: bool = False     # NHWC layout for conv towers (faster on GPUs; the CLIP ResNets)
+    compile: bool = False           # torch.compile the training forward pass
+    compile_options: dict[str, Any] = field(default_factory=dict)  # its keywords: mode, backend, dynamic, ...
     drop_last: bool = False         # drop an epoch's last partial batch (Dassl's rule, CoOp-family recipes)
     templates: str | list[str] | None = None  # the zero-shot head's prompts (coop: the data set's CoOp prompt)
     keep_text: bool = False         # keep (save, interpolate) the text tower; implied by a text head
@@ -101,7 +104,9 @@ class FinetuneMethod:
     def loop(self, job: FinetuneJob) -> LoopConfig:
         return LoopConfig(epochs=self.epochs, grad_accum_steps=self.grad_accum_steps,
                           clip_grad_norm=self.clip_grad_norm, precision=job.precision, seed=job.seed,
-                          keep_checkpoints=self.keep_checkpoints, checkpoint_every_steps=self.checkpoint_every_steps)
+                          keep_checkpoints=self.keep_checkpoints, checkpoint_every_steps=self.checkpoint_every_steps,
+                          channels_last=self.channels_last, compile=self.compile,
+                          compile_options=dict(self.compile_options))
 
     def train(self, job: FinetuneJob, module: torch.nn.Module, dataset, *, loss_fn: LossFn | None = None,
               checkpoint_dir: Path | None = None, loop: LoopConfig | None = None,
@@ -122,6 +127,7 @@ class FinetuneMethod:
                 before_save()
             save_checkpoint(directory, job.model, record.replace(**extra))
 
+        synchronise_batch_norms(module, next(module.parameters()).device)
         trainer = Trainer(module, module.parameters(), optimizer_factory or job.optimizer_factory,
                           scheduler_factory or job.scheduler_factory,
                           frozen_norms_stay_in_eval(module, loss_fn or cross_entropy_loss(self.label_smoothing)),
@@ -188,6 +194,35 @@ def epoch_loader(dataset, batch_size: int, num_workers: int, seed: int, pin_memo
                           generator=torch.Generator().manual_seed(sampler.seed),
                           multiprocessing_context=worker_context(num_workers))
     return make
+
+
+def training_norms(module: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Module]]:
+    """``(parent, name, layer)`` of every BatchNorm layer with a trainable parameter (it trains its statistics)."""
+    return [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
+            if isinstance(child, torch.nn.modules.batchnorm._BatchNorm)
+            and not isinstance(child, torch.nn.SyncBatchNorm)
+            and any(p.requires_grad for p in child.parameters(recurse=False))]
+
+
+def synchronise_batch_norms(module: torch.nn.Module, device: torch.device, world: World | None = None) -> int:
+    """Under N ranks, BatchNorm layers that train compute their statistics over the global batch (SyncBatchNorm),
+    as one process does; the layers they replace keep their parameters and running statistics (the same tensors).
+
+    SyncBatchNorm needs GPUs: on CPUs (gloo) each rank normalises its own share, which the log says. Returns the
+    number of layers replaced.
+    """
+    world = world or current()
+    norms = training_norms(module) if world.distributed else []
+    if not norms:
+        return 0
+    if device.type != "cuda":
+        log.warning("%d BatchNorm layers train their statistics on each rank's share of the batch: SyncBatchNorm "
+                    "needs GPUs, so %d CPU ranks do not reach one process's weights exactly.", len(norms), world.size)
+        return 0
+    for parent, name, norm in norms:
+        setattr(parent, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(norm))
+    log.info("%d BatchNorm layers synchronised across %d ranks (SyncBatchNorm)", len(norms), world.size)
+    return len(norms)
 
 
 def frozen_norms_stay_in_eval(module: torch.nn.Module, loss_fn: LossFn) -> LossFn:

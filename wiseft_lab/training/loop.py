@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -64,6 +64,9 @@ class LoopConfig:
     seed: int = 0
     keep_checkpoints: int | None = 1
     checkpoint_every_steps: int | None = None  # also mid-epoch (an ImageNet epoch of ViT-L is hours)
+    channels_last: bool = False  # NHWC weights and inputs: faster convolutions on GPUs (the CLIP ResNets)
+    compile: bool = False        # torch.compile the forward pass (the first steps compile: long runs gain)
+    compile_options: dict = field(default_factory=dict)  # torch.compile's keywords (mode, backend, dynamic, ...)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -161,6 +164,11 @@ class Trainer:
         self.log_metrics = log_metrics or (lambda metrics, step: None)
         self.device = next(model.parameters()).device
         self.precision = resolve_precision(config.precision, self.device)
+        self.input_format = torch.channels_last if config.channels_last else torch.preserve_format
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        # the loss sees the compiled wrapper; the model itself (saved, resumed, evaluated) stays as it is
+        self.forward_model = torch.compile(model, **config.compile_options) if config.compile else model
         self._resume_partial: dict | None = None  # set by resume_from at a mid-epoch checkpoint
 
     def _save(self, directory: Path, epoch: int, step: int, metrics: dict, partial: dict | None = None) -> Path:
@@ -270,9 +278,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             lr = scheduler.set_step(step)
             for index, (inputs, labels) in enumerate(batches, start=first):
-                inputs, labels = inputs.to(self.device, non_blocking=True), labels.to(self.device)
+                inputs = inputs.to(self.device, non_blocking=True,
+                                   memory_format=self.input_format if inputs.dim() == 4 else torch.preserve_format)
+                labels = labels.to(self.device, non_blocking=True)
                 with autocast(self.device, self.precision):
-                    loss = self.loss_fn(self.model, (inputs, labels))
+                    loss = self.loss_fn(self.forward_model, (inputs, labels))
                 # Under N ranks each holds a share of the global batch: weighting its mean loss by that share makes
                 # the all-reduced (summed) gradient the global batch's mean gradient, whatever the split.
                 n_global = all_reduce_sum(len(labels)) if world.distributed else len(labels)

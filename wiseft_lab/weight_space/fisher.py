@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from wiseft_lab.distributed import all_reduce_tensors
 from wiseft_lab.precision import autocast
 from wiseft_lab.weight_space.ingredients import Source, StateDict, check_pool, float_keys, load_all
 from wiseft_lab.weight_space.interpolate import check_compatible, interpolate
@@ -32,12 +33,20 @@ log = logging.getLogger(__name__)
 FISHER_FLOOR = 1e-8
 
 
-def diagonal_fisher(module: nn.Module, state: Mapping[str, torch.Tensor], examples: Iterable[torch.Tensor], *,
-                    generator: torch.Generator | None = None, max_examples: int | None = None,
-                    train_mode: bool = False, precision: str = "fp32") -> StateDict:
+def example_generator(seed: int, index: int) -> torch.Generator:
+    """The generator that samples example ``index``'s label: one per example, so that the estimate does not depend
+    on which rank (or in which order) an example is visited."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
+
+
+def diagonal_fisher(module: nn.Module, state: Mapping[str, torch.Tensor],
+                    examples: Iterable[tuple[int, torch.Tensor]], *, seed: int = 0, train_mode: bool = False,
+                    precision: str = "fp32") -> StateDict:
     """Average squared gradient of ``-log p(y_sampled | x)`` per floating tensor of ``state``, one example at a time.
 
-    ``examples`` yields image batches; each image is used on its own (batch size 1, as the reference).
+    ``examples`` yields ``(index, image)``; each image is used on its own (batch size 1, as the reference), its label
+    sampled with :func:`example_generator` ``(seed, index)``. Under N ranks each passes its share of the examples
+    and the sums and counts are all-reduced: every rank gets the estimate one process gets over all of them.
     ``module`` only provides the architecture (``functional_call`` with ``state``); it is not modified.
     Only the module's parameters get a Fisher, as in the reference (buffers such as BatchNorm statistics, and
     parameters that never receive a gradient, are absent from the result: the merge averages them plainly).
@@ -47,37 +56,32 @@ def diagonal_fisher(module: nn.Module, state: Mapping[str, torch.Tensor], exampl
     params = {k: v.detach().to(device).float().requires_grad_() if k in names and v.is_floating_point()
               else v.to(device) for k, v in state.items()}
     trainable = [k for k, v in params.items() if v.requires_grad]
-    sums = {k: torch.zeros_like(params[k]) for k in trainable}
-    counts = dict.fromkeys(trainable, 0)
+    sums = [torch.zeros_like(params[k]) for k in trainable]
+    counts = torch.zeros(len(trainable) + 1, dtype=torch.float64, device=device)  # per tensor, then examples
     was_training = module.training
     module.train(train_mode)
-    seen = 0
     try:
-        for images in examples:
-            for image in images:
-                if max_examples is not None and seen >= max_examples:
-                    break
-                with autocast(device, precision):
-                    logits = functional_call(module, params, (image.unsqueeze(0).to(device),)).float()
-                probs = torch.softmax(logits.detach(), dim=-1).cpu()
-                target = torch.multinomial(probs, 1, generator=generator).view(-1).to(device)
-                loss = F.cross_entropy(logits, target)
-                grads = torch.autograd.grad(loss, [params[k] for k in trainable], allow_unused=True)
-                for key, grad in zip(trainable, grads, strict=True):
-                    if grad is not None:
-                        sums[key].add_(grad.detach().square())
-                        counts[key] += 1
-                seen += 1
-            if max_examples is not None and seen >= max_examples:
-                break
+        for index, image in examples:
+            with autocast(device, precision):
+                logits = functional_call(module, params, (image.unsqueeze(0).to(device),)).float()
+            probs = torch.softmax(logits.detach(), dim=-1).cpu()
+            target = torch.multinomial(probs, 1, generator=example_generator(seed, index)).view(-1).to(device)
+            loss = F.cross_entropy(logits, target)
+            grads = torch.autograd.grad(loss, [params[k] for k in trainable], allow_unused=True)
+            for position, grad in enumerate(grads):
+                if grad is not None:
+                    sums[position].add_(grad.detach().square())
+                    counts[position] += 1
+            counts[-1] += 1
     finally:
         module.train(was_training)
-    if seen == 0:
+    all_reduce_tensors([*sums, counts])
+    if counts[-1] == 0:
         raise ValueError("No examples to estimate the Fisher information from (empty held-out split?)")
-    missing = [k for k in trainable if counts[k] == 0]
+    missing = [k for k, n in zip(trainable, counts.tolist(), strict=False) if n == 0]
     if missing:
         log.info("No gradient for %d tensors (e.g. %s): merged by plain averaging", len(missing), missing[0])
-    return {k: (sums[k] / counts[k]) for k in trainable if counts[k]}
+    return {k: total / n for k, total, n in zip(trainable, sums, counts.tolist(), strict=False) if n}
 
 
 def fisher_merge(sources: Sequence[Source], fisher_of: Callable[[int, StateDict], Mapping[str, torch.Tensor]], *,

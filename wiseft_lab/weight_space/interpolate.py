@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -30,6 +30,36 @@ def check_compatible(reference: Mapping[str, torch.Tensor], other: Mapping[str, 
         raise ValueError("Cannot combine state dicts: " + "; ".join(problems))
 
 
+def interpolation_path(theta_0: Mapping[str, torch.Tensor], theta_1: Mapping[str, torch.Tensor]
+                       ) -> Callable[[float], dict[str, torch.Tensor]]:
+    """``alpha -> (1 - alpha) * theta_0 + alpha * theta_1``, with the checks and the comparisons done once.
+
+    A sweep asks for many alphas of one pair: the key and shape check and the search for entries equal in both
+    endpoints (a whole pass over both state dicts) happen here, once, and each alpha then mixes only the entries
+    that differ. Semantics per alpha are :func:`interpolate`'s.
+    """
+    check_compatible(theta_0, theta_1, names=("zero-shot (alpha=0)", "fine-tuned (alpha=1)"))
+    shared = {key for key, t0 in theta_0.items()
+              if t0.dtype == theta_1[key].dtype and torch.equal(t0, theta_1[key].to(t0.device))}
+
+    def at(alpha: float) -> dict[str, torch.Tensor]:
+        alpha = float(alpha)
+        merged: dict[str, torch.Tensor] = {}
+        for key, t0 in theta_0.items():
+            t1 = theta_1[key]
+            if key in shared:  # the tensor itself (``detach`` would make a new object, and a loader keys on them)
+                merged[key] = t0.detach() if t0.requires_grad else t0
+            elif alpha == 0.0 or alpha == 1.0 or not t0.is_floating_point():
+                merged[key] = (t1 if alpha >= 0.5 else t0).detach().clone()
+            else:
+                compute = torch.float64 if t0.dtype == torch.float64 else torch.float32
+                mixed = (1.0 - alpha) * t0.to(compute) + alpha * t1.to(device=t0.device, dtype=compute)
+                merged[key] = mixed.to(t0.dtype)
+        return merged
+
+    return at
+
+
 def interpolate(theta_0: Mapping[str, torch.Tensor], theta_1: Mapping[str, torch.Tensor],
                 alpha: float) -> dict[str, torch.Tensor]:
     """Return a new state dict ``(1 - alpha) * theta_0 + alpha * theta_1`` over every entry.
@@ -37,24 +67,12 @@ def interpolate(theta_0: Mapping[str, torch.Tensor], theta_1: Mapping[str, torch
     Floating tensors are mixed in float32 (float64 stays float64) and cast back to ``theta_0``'s dtype.
     Integer and bool buffers cannot be mixed: they are copied from the endpoint with the larger weight.
     ``alpha == 0`` and ``alpha == 1`` return exact copies of the endpoints (bit for bit, signed zeros included).
-    An entry equal in both endpoints is ``theta_0``'s tensor itself (not a copy: treat the result as read-only):
-    that is the exact value of the mix, which floating-point mixing can miss by an ulp, and it keeps a shared tower
-    bit-identical along the path at no cost (a linear-classifier sweep then scores every alpha on one pass of image
-    features, see :mod:`wiseft_lab.evaluation.features`).
-    Alphas outside [0, 1] extrapolate, as in the WiSE-FT paper's figures.
+    An entry equal in both endpoints is ``theta_0``'s tensor itself at every alpha (not a copy: treat the result as
+    read-only): that is the exact value of the mix, which floating-point mixing can miss by an ulp, and it keeps a
+    shared tower bit-identical along the path, as the very same tensors, at no cost (a linear-classifier sweep then
+    loads only the head for each alpha and scores it on one pass of image features, see
+    :class:`~wiseft_lab.models.loader.ModelLoader` and :mod:`wiseft_lab.evaluation.features`).
+    Alphas outside [0, 1] extrapolate, as in the WiSE-FT paper's figures. For many alphas of one pair use
+    :func:`interpolation_path`.
     """
-    check_compatible(theta_0, theta_1, names=("zero-shot (alpha=0)", "fine-tuned (alpha=1)"))
-    alpha = float(alpha)
-    merged: dict[str, torch.Tensor] = {}
-    for key, t0 in theta_0.items():
-        t1 = theta_1[key]
-        if alpha == 0.0 or alpha == 1.0 or not t0.is_floating_point():
-            merged[key] = (t1 if alpha >= 0.5 else t0).detach().clone()
-            continue
-        if t0.dtype == t1.dtype and torch.equal(t0, t1.to(t0.device)):
-            merged[key] = t0.detach()
-            continue
-        compute = torch.float64 if t0.dtype == torch.float64 else torch.float32
-        mixed = (1.0 - alpha) * t0.to(compute) + alpha * t1.to(device=t0.device, dtype=compute)
-        merged[key] = mixed.to(t0.dtype)
-    return merged
+    return interpolation_path(theta_0, theta_1)(alpha)

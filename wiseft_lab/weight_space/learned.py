@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from wiseft_lab.distributed import all_reduce_gradients, all_reduce_sum, current, split_batch
 from wiseft_lab.precision import autocast
 from wiseft_lab.weight_space.ingredients import (
     Source,
@@ -195,6 +196,27 @@ def choose_streaming(sources: Sequence[Source], streaming: bool | None, max_memo
     return sum(nbytes(s) for s in sources) > max_memory_gb * 1e9
 
 
+def _global_batch_gradients(module: nn.Module, mixer: PoolMixer, coefficients: SoupCoefficients,
+                            images: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn, precision: str) -> float:
+    """The coefficients' gradient and the loss of one held-out batch; under N ranks each runs the model on its
+    contiguous share, weighted by its size, and the gradients are summed: every rank takes the step one process
+    takes (up to the order of the sums)."""
+    world = current()
+    if not world.distributed:
+        return float(coefficient_gradients(module, mixer, coefficients, (images, labels), loss_fn=loss_fn,
+                                           precision=precision))
+    share = split_batch(range(len(labels)), world)
+    loss = 0.0
+    if share:
+        weight = len(share) / len(labels)
+        loss = weight * float(coefficient_gradients(module, mixer, coefficients, (images[share], labels[share]),
+                                                    loss_fn=loss_fn, precision=precision))
+        for param in coefficients.parameters():
+            param.grad.mul_(weight)
+    all_reduce_gradients(list(coefficients.parameters()))
+    return all_reduce_sum(loss)
+
+
 def learned_soup(module: nn.Module, sources: Sequence[Source], batches: Callable[[int], Iterable[Batch]],
                  config: LearnedSoupConfig | None = None, *, names: Sequence[str] | None = None,
                  device: str | torch.device = "cpu", loss_fn: LossFn = F.cross_entropy,
@@ -219,8 +241,8 @@ def learned_soup(module: nn.Module, sources: Sequence[Source], batches: Callable
         for epoch in range(config.epochs):
             for images, labels in batches(epoch):
                 optimizer.zero_grad(set_to_none=True)
-                loss = coefficient_gradients(module, mixer, coefficients, (images, labels), loss_fn=loss_fn,
-                                             precision=config.precision)
+                loss = _global_batch_gradients(module, mixer, coefficients, images, labels, loss_fn,
+                                               config.precision)
                 optimizer.step()
                 record = {"step": step, "epoch": epoch, "loss": float(loss), "beta": coefficients.beta.item()}
                 history.append(record)

@@ -8,10 +8,11 @@ from typing import ClassVar
 
 import torch
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 from tqdm.auto import tqdm
 
 from wiseft_lab.data.workers import worker_context
+from wiseft_lab.distributed import current, gather_shards, shard
 from wiseft_lab.io import write_safetensors
 from wiseft_lab.models.classifier import ImageClassifier
 from wiseft_lab.precision import autocast
@@ -25,17 +26,22 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def image_features(model: ImageClassifier, dataset, batch_size: int, num_workers: int,
                    precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Un-normalised image features of a whole dataset (the head normalises them itself)."""
+    """Un-normalised image features of a whole dataset (the head normalises them itself), on every rank.
+
+    Under N ranks each computes every N-th example's features and the shards are gathered back in order.
+    """
     device = next(model.parameters()).device
     model.eval()
+    world = current()
+    examples = shard(len(dataset), world)
     features, labels = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        multiprocessing_context=worker_context(num_workers))
-    for images, y in tqdm(loader, desc="features", unit="batch", disable=None):
+    loader = DataLoader(Subset(dataset, examples) if world.distributed else dataset, batch_size=batch_size,
+                        shuffle=False, num_workers=num_workers, multiprocessing_context=worker_context(num_workers))
+    for images, y in tqdm(loader, desc="features", unit="batch", disable=None if world.is_main else True):
         with autocast(device, precision):
             features.append(model.image_features(images.to(device)).float().cpu())
         labels.append(torch.as_tensor(y))
-    return torch.cat(features), torch.cat(labels)
+    return gather_shards(torch.cat(features), len(dataset)), gather_shards(torch.cat(labels), len(dataset))
 
 
 def train_head_on_features(method: FinetuneMethod, job: FinetuneJob, **trainer_options) -> None:
