@@ -8,7 +8,8 @@ it runs here in seconds:
 - ``smoke=tiny`` is appended (the shrink group: tiny random model, generated images, one epoch), and the command's own
   ``model=`` / ``model.pretrained=`` are dropped (the smoke model replaces the real weights of ``/models/...``);
   a command that brings its own data (``data=folder``) keeps it and gets the tiny model and one epoch instead
-  (``smoke=tiny`` sizes the synthetic data: ``data.dataset.n_per_class`` is no option of a folder);
+  (``smoke=tiny`` sizes the synthetic data: ``data.dataset.n_per_class`` is no option of a folder), and a command
+  on the synthetic data loses its own ``data.dataset.n_per_class=`` (the demo-size analyses: smoke size here);
 - a multirun's grid is cut to one seed on the synthetic data (``seed=0 data=synthetic`` appended);
 - a Slurm launch runs on submitit's local executor, as two tasks (two ranks) on this machine;
 - placeholders take the outputs of the commands before: ``<time>`` the newest directory of that path holding the
@@ -39,6 +40,7 @@ OWN_DATA = ["model=tiny_random", "finetune.epochs=1", "finetune.batch_size=4", "
             "eval.num_workers=0"]
 GRID = ["seed=0", "data=synthetic"]
 REAL_MODEL = ("model=", "model.pretrained=")
+DEMO_SIZE = "data.dataset.n_per_class="
 SLURM = "hydra/launcher=submitit_slurm"
 LOCAL_TASKS = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2"]
 
@@ -71,8 +73,10 @@ def smoke_arguments(words: list[str], cwd: Path, my_task: Path, files: dict[str,
     """A README command's arguments as this test runs them (see the module docstring)."""
     out = []
     slurm = SLURM in words
+    own_data = any(w.startswith("data=") and w != "data=synthetic" for w in words)
     for word in words:
-        if word.startswith(REAL_MODEL) or (slurm and (word == SLURM or word.startswith("hydra.launcher."))):
+        if word.startswith(REAL_MODEL) or (slurm and (word == SLURM or word.startswith("hydra.launcher."))) \
+                or (not own_data and word.startswith(DEMO_SIZE)):
             continue
         word = re.sub(r"([\w./-]*)<time>([\w./-]*)", lambda m: _newest_holding(cwd, m.group(1), m.group(2)), word)
         for placeholder, path in (files or {}).items():
@@ -81,7 +85,6 @@ def smoke_arguments(words: list[str], cwd: Path, my_task: Path, files: dict[str,
             word = word.replace("<run>", _newest(cwd, "outputs/*/runs/*", ("checkpoints/zeroshot",
                                                                               "checkpoints/finetuned")))
         out.append(word.replace("/data/my_task", str(my_task)))
-    own_data = any(w.startswith("data=") and w != "data=synthetic" for w in words)
     return [*out, *(LOCAL_TASKS if slurm else []), *(OWN_DATA if own_data else SMOKE),
             *(GRID if "-m" in words else [])]
 
@@ -166,7 +169,8 @@ def test_smoke_arguments_resolve_placeholders(tmp_path):
     for name in ("2026-01-01_00-00-00", "2026-01-02_00-00-00"):
         (tmp_path / "outputs/multirun/soups" / name).mkdir(parents=True)
     args = smoke_arguments(["-m", "model=vit_b_32", "model.pretrained=/models/x.pt", "merge.pool=outputs/multirun/"
-                            "soups/<time>", "data.dataset.root=/data/my_task"], tmp_path, Path("/tmp/folder"))
+                            "soups/<time>", "data.dataset.root=/data/my_task", "data.dataset.n_per_class=100"],
+                           tmp_path, Path("/tmp/folder"))
     assert args == ["-m", "merge.pool=outputs/multirun/soups/2026-01-02_00-00-00", "data.dataset.root=/tmp/folder",
                     "smoke=tiny", "seed=0", "data=synthetic"]
 
