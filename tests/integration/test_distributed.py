@@ -200,17 +200,54 @@ def _kill_mid_training(cwd: Path, overrides: tuple[str, ...], min_step: int) -> 
     return only_run_dir(cwd)
 
 
-def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):
-    longer = (*SMOKE, "data.dataset.n_per_class=12", "finetune.epochs=2", "finetune.checkpoint_every_steps=2",
-              "stages=[finetune]")  # 15 steps per epoch
-    run_cli(*longer, cwd=tmp_path / "full")
-    killed = _kill_mid_training(tmp_path / "killed", longer, min_step=4)
+LONGER = (*SMOKE, "data.dataset.n_per_class=12", "finetune.epochs=2", "finetune.checkpoint_every_steps=2",
+          "stages=[finetune]")  # 15 steps per epoch
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
+    """The fine-tuned weights of the LONGER run, never interrupted."""
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    run_cli(*LONGER, cwd=cwd)
+    return load_file(only_run_dir(cwd) / "checkpoints/finetuned/model.safetensors")
+
+
+def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted):
+    killed = _kill_mid_training(tmp_path / "killed", LONGER, min_step=4)
     assert not (killed / "checkpoints/finetuned").exists()
-    proc = run_cli(*longer, "resume=true", f"hydra.run.dir={killed}", cwd=tmp_path / "killed")
+    proc = run_cli(*LONGER, "resume=true", f"hydra.run.dir={killed}", cwd=tmp_path / "killed")
     assert re.search(r"Resumed from \S+/step_\d+ \(epoch 1, batch \d+", proc.stdout + proc.stderr)
-    full = load_file(only_run_dir(tmp_path / "full") / "checkpoints/finetuned/model.safetensors")
     resumed = load_file(killed / "checkpoints/finetuned/model.safetensors")
-    assert all(torch.equal(full[key], resumed[key]) for key in full)
+    assert all(torch.equal(uninterrupted[key], resumed[key]) for key in uninterrupted)
+
+
+def test_a_preempted_submitit_job_checkpoints_requeues_and_continues(tmp_path, uninterrupted):
+    """Submitit's pre-emption signal (USR2) mid-epoch, on its local executor: a checkpoint at the next step, the job
+    requeued by submitit into its own dir, and the requeued job continuing there to the uninterrupted weights."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}  # the threads of the uninterrupted run
+    proc = subprocess.Popen([sys.executable, "-m", "wiseft_lab", "-m", "hydra/launcher=submitit_local", *LONGER],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    signalled = False
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        steps = [int(p.parent.name[5:]) for p in tmp_path.glob("outputs/multirun/*/*/0/checkpoints/step_*/"
+                                                               "trainer_state.json")]
+        if not signalled and steps:  # any step before the last: the job is in training
+            tasks = [pid for pid in _descendants(proc.pid)
+                     if b"submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            for pid in tasks:
+                os.kill(pid, signal.SIGUSR2)
+            signalled = bool(tasks)
+        time.sleep(0.01)
+    assert proc.wait(timeout=60) == 0 and signalled
+    job = next(tmp_path.glob("outputs/multirun/*/*/0"))
+    log = (job / "wiseft_lab.log").read_text()
+    assert re.search(r"Stopped at step \d+ \(pre-empted\)", log) and "was pre-empted (job.json)" in log
+    assert re.search(r"Resumed from \S+/step_\d+ \(epoch 1, batch \d+", log)
+    assert json.loads((job / "job.json").read_text())["status"] == "completed"
+    assert not (job / "error.log").exists()  # the pre-empted attempt's record went with its success
+    resumed = load_file(job / "checkpoints/finetuned/model.safetensors")
+    assert all(torch.equal(uninterrupted[key], resumed[key]) for key in uninterrupted)
 
 
 def test_two_ranks_killed_mid_epoch_resume_to_the_single_process_weights(tmp_path):

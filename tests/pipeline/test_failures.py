@@ -33,7 +33,7 @@ def test_out_of_disk_still_reports_the_failure_and_closes_the_logger(tmp_path, m
     monkeypatch.setattr(run_module, "write_run_info", lambda *args, **kwargs: {"versions": {}})
     monkeypatch.setattr(run_module, "create_logger", lambda *args, **kwargs: logger)
     monkeypatch.setattr(run_module, "run_stages", full_disk)        # the stage's write fails ...
-    monkeypatch.setattr(run_module, "atomic_write_text", full_disk)  # ... and so does error.log
+    monkeypatch.setattr(run_module, "create_exclusive", full_disk)  # ... and so does error.log
     with caplog.at_level(logging.ERROR), pytest.raises(OSError, match="No space left"):
         run_module.run(cfg)
     assert "Run failed: [Errno 28] No space left on device" in caplog.text

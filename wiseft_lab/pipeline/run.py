@@ -9,6 +9,7 @@ one takes), and on any failure writes the traceback to ``error.log`` and closes 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import time
@@ -27,7 +28,7 @@ from wiseft_lab.config import ConfigError, check_targets
 from wiseft_lab.console import is_verbose, lift_quiet_console
 from wiseft_lab.data.eval_sets import check_data_layouts
 from wiseft_lab.errors import console_message
-from wiseft_lab.io import atomic_write_text, create_exclusive
+from wiseft_lab.io import atomic_write_text, create_exclusive, writes_here
 from wiseft_lab.merging.pool import adopt_pool_split, pool_group
 from wiseft_lab.models.checkpoint import verification
 from wiseft_lab.pipeline.context import (
@@ -52,8 +53,17 @@ from wiseft_lab.reporting.loggers import create_logger
 from wiseft_lab.reporting.run_info import write_run_info
 from wiseft_lab.reporting.wandb_names import job_type, read_sweep, run_name, run_tags, varying_overrides
 from wiseft_lab.runlock import RunLock, RunLockedError
-from wiseft_lab.sweeps.jobs import exit_code, failure_reason, finish_job, finished_before, resumed_wandb_id, start_job
-from wiseft_lab.training.loop import request_stop
+from wiseft_lab.sweeps.jobs import (
+    PREEMPTED,
+    exit_code,
+    failure_reason,
+    finish_job,
+    finished_before,
+    read_job,
+    resumed_wandb_id,
+    start_job,
+)
+from wiseft_lab.training.loop import Preempted, request_stop
 from wiseft_lab.validation import validate
 
 log = logging.getLogger(__name__)
@@ -110,18 +120,68 @@ class Terminated(SystemExit):
     """SIGTERM: the job is being stopped from outside (a multirun does not go on past it)."""
 
 
-def _raise_on_sigterm():
-    """SIGTERM (a scheduler's pre-emption, ``kill``): training checkpoints at its next step and stops; outside
-    training the job stops at once. Either way it writes its error.log and finishes its W&B run. Returns the
-    previous handler (None off the main thread)."""
-    def terminate(signum, frame):
+class Requeued(Terminated):
+    """Pre-empted under submitit, checkpointed, and handed back to submitit, which requeues the job."""
+
+
+def preemption_signal() -> signal.Signals | None:
+    """The signal submitit sends a task before a pre-emption or its time limit (``SUBMITIT_PREEMPT_SIGNAL``, USR2 by
+    default), when this process is a submitit task; else None."""
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return None
+    return signal.Signals[f"SIG{os.environ.get('SUBMITIT_PREEMPT_SIGNAL', 'USR2')}"]
+
+
+class StopSignals:
+    """SIGTERM (a scheduler's pre-emption, ``kill``) and submitit's pre-emption signal, for the length of a job.
+
+    In training, either checkpoints at the next step and stops (:func:`~wiseft_lab.training.loop.request_stop`);
+    outside training SIGTERM stops the job at once. Submitit's signal then goes to submitit's own handler, which
+    re-submits the job and exits (:meth:`hand_over`); the requeued job continues the checkpoint (``run``). Either
+    way the job writes its error.log and finishes its W&B run first.
+    """
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.pending: tuple[int, Any] | None = None  # submitit's signal, received during training
+
+    def install(self) -> StopSignals:
+        try:
+            self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._terminate)
+            preempt = preemption_signal()
+            if preempt is not None:
+                self.previous[preempt] = signal.signal(preempt, self._preempt)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return self
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _terminate(self, signum, frame) -> None:
         if not request_stop():
             raise Terminated(128 + signum)
 
-    try:
-        return signal.signal(signal.SIGTERM, terminate)
-    except ValueError:  # not the main thread: leave signals alone
-        return None
+    def _preempt(self, signum, frame) -> None:
+        if request_stop():
+            self.pending = (signum, frame)  # handed over once the step's checkpoint is written
+        else:
+            self._requeue(signum, frame)
+
+    def _requeue(self, signum, frame) -> None:
+        handler = self.previous.get(signum)
+        if not callable(handler):
+            raise Terminated(128 + signum)
+        try:
+            handler(signum, frame)  # submitit: pickles the submission again, requeues it, exits
+        except SystemExit as err:
+            raise Requeued(err.code) from None
+
+    def hand_over(self) -> None:
+        """After training stopped for submitit's signal: let submitit requeue the job (raises :class:`Requeued`)."""
+        if self.pending is not None:
+            self._requeue(*self.pending)
 
 
 ERROR_LOG = "error.log"
@@ -146,6 +206,14 @@ def record_failure(run_dir: Path, err: BaseException, started: float) -> str | N
     return path.read_text(errors="replace").splitlines()[0]
 
 
+def forget_earlier_failure(run_dir: Path, started: float) -> None:
+    """A job that completed removes the ``error.log`` of an earlier attempt (pre-empted, resumed since): its run
+    log keeps that story, and a completed run with an error record would read as failed."""
+    path = run_dir / ERROR_LOG
+    if writes_here() and path.is_file() and path.stat().st_mtime < started:
+        path.unlink()
+
+
 def report_failure(run_dir: Path, err: BaseException, logger: Any, job: dict[str, Any]) -> None:
     """Save the traceback and the job's record, say on the console that the run failed, close the logger as failed:
     each even when the one before it cannot (a full disk fails the first and must not silence the others)."""
@@ -156,7 +224,7 @@ def report_failure(run_dir: Path, err: BaseException, logger: Any, job: dict[str
     except OSError as write_err:
         where = f"the traceback could not be saved: {write_err}"
     try:
-        finish_job(run_dir, job, err, reason=first)
+        finish_job(run_dir, job, err, reason=first, status=PREEMPTED if isinstance(err, Preempted) else None)
     except OSError as write_err:
         log.error("Could not record the job's end: %s", write_err)
     reason = f"terminated (exit code {err.code})" if isinstance(err, SystemExit) else console_message(err)
@@ -185,13 +253,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except RunLockedError as err:
         log.error("Run refused: %s", err)
         raise
+    earlier = read_job(run_dir) if rank0 else None  # before start_job replaces it: a requeued job continues
     job = start_job(run_dir) if rank0 else {"started": time.time()}
     seed_everything(int(cfg.seed))
     verbose = is_verbose(cfg)
     if verbose:
         lift_quiet_console()
     logger = source_lock = None
-    previous_handler = _raise_on_sigterm()
+    signals = StopSignals().install()
     try:
         cfg = adopt_pool_split(apply_deprecations(cfg), task_overrides())  # a soup scores on its pool's split
         check_targets(cfg)  # a misspelt option anywhere fails here, before anything is built
@@ -203,6 +272,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         world = distributed.init(resolve_device(cfg.device))
         device = distributed.rank_device(resolve_device(cfg.device), world)
         run_dir, world_info = start_rank(world, device, run_dir)
+        if distributed.broadcast_object(earlier is not None and earlier.get("status") == PREEMPTED) \
+                and cfg.get("resume") in (None, False, "false"):
+            log.info("%s was pre-empted (job.json): continuing it, as with resume=true", run_dir)
+            cfg = OmegaConf.merge(cfg, {"resume": True})
         precision = resolve_precision(cfg.precision, device)
         workers = (resolve_workers(cfg.data.num_workers, "data.num_workers"),
                    resolve_workers(cfg.eval.num_workers, "eval.num_workers"))
@@ -223,12 +296,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         logger.log_checkpoints(run_dir / CHECKPOINTS)
         logger.close(exit_code=0)
         finish_job(run_dir, job)
+        forget_earlier_failure(run_dir, job["started"])
     except BaseException as err:
         report_failure(run_dir, err, logger, job)
+        if isinstance(err, Preempted):
+            signals.hand_over()  # under submitit: requeued, to continue from the checkpoint just written
         raise
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        signals.restore()
         if source_lock is not None:
             source_lock.release()
         if rank0:

@@ -25,6 +25,7 @@ from wiseft_lab.reporting.loggers import wandb_run_id
 
 JOB_FILE = "job.json"
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+PREEMPTED = "preempted"  # stopped at a checkpoint from outside: the same job started again continues it
 REASON_CHARS = 300
 
 
@@ -66,11 +67,12 @@ def start_job(run_dir: Path) -> dict[str, Any]:
 
 
 def finish_job(run_dir: Path, record: dict[str, Any], err: BaseException | None = None,
-               reason: str | None = None) -> dict[str, Any]:
-    """Record how the job ended: completed, or failed with its exit code and one-line reason (``err``'s, unless
-    ``reason`` says otherwise: another rank's failure that brought this one down)."""
+               reason: str | None = None, status: str | None = None) -> dict[str, Any]:
+    """Record how the job ended: completed, or failed (``status`` may say pre-empted) with its exit code and one-line
+    reason (``err``'s, unless ``reason`` says otherwise: another rank's failure that brought this one down)."""
     finished = time.time()
-    record = {**record, "status": FAILED if err is not None else COMPLETED, "finished": finished,
+    status = status or (FAILED if err is not None else COMPLETED)
+    record = {**record, "status": status, "finished": finished,
               "duration_s": round(finished - record["started"], 3), "exit_code": exit_code(err),
               "reason": reason or failure_reason(err) if err is not None else None}
     write_json(Path(run_dir) / JOB_FILE, record)

@@ -55,6 +55,12 @@ def request_stop() -> bool:
     return True
 
 
+def _stop_agreed(distributed: bool) -> bool:
+    """Whether to stop now; under N ranks, whether any rank was asked (signals reach ranks at different steps, and
+    all must stop at the same one)."""
+    return all_reduce_sum(float(_STOP.is_set())) > 0 if distributed else _STOP.is_set()
+
+
 @dataclass
 class LoopConfig:
     epochs: int
@@ -306,7 +312,7 @@ class Trainer:
                     step += 1
                     self.log_metrics({"train/loss": value, "train/lr": lr, "train/epoch": epoch + 1}, step)
                     lr = scheduler.set_step(step)
-                    stop = _STOP.is_set()
+                    stop = _stop_agreed(world.distributed)
                     if index + 1 < num_batches and (stop or (every and step % every == 0)):
                         saved = self._save_step(epoch, step, index + 1, running, seen)
                         if stop:
@@ -319,7 +325,7 @@ class Trainer:
             log.info("epoch %d/%d: loss %.4f, lr %.2e, %.0f images/s", epoch + 1, cfg.epochs,
                      summary["train/epoch_loss"], lr, rate)
             saved = self._save_epoch(epoch + 1, step, summary)
-            if _STOP.is_set() and epoch + 1 < cfg.epochs:
+            if _stop_agreed(world.distributed) and epoch + 1 < cfg.epochs:
                 raise Preempted(f"Stopped after epoch {epoch + 1} (pre-empted); resume=true continues from {saved}")
         return summary
 
