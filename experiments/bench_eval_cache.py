@@ -54,7 +54,7 @@ def main() -> None:
             start = time.perf_counter()
             keys = {"sketch": "bench"} if "cache" in mode else None
             suite = EvalSuite.build("sketch", builder, bundle.preprocess_val, cache_keys=keys,
-                                    num_workers=args.workers, batch_size=args.batch_size)
+                                    num_workers=args.workers)
             for _ in range(args.alphas):
                 evaluate(model, suite, batch_size=args.batch_size, progress=False)
             timings[mode] = time.perf_counter() - start

@@ -43,7 +43,7 @@ def test_imagenet_shifts_suite(tiny_bundle, tmp_path, caplog):
     clear_memory_cache()
     with caplog.at_level(logging.WARNING):
         suite = EvalSuite.build(cfg.eval.reference, builders, tiny_bundle.preprocess_val,
-                                cache_keys={name: f"{tmp_path}:{name}" for name in builders}, batch_size=4)
+                                cache_keys={name: f"{tmp_path}:{name}" for name in builders})
     for name, official in [("imagenet", 50_000), ("imagenet_v2", 10_000), ("imagenet_r", 30_000),
                            ("imagenet_sketch", 50_889), ("objectnet", 18_574), ("imagenet_a", 7_500)]:
         assert f"{name} has {counts[name]} examples, the official count is {official}" in caplog.text

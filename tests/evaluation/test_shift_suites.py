@@ -37,8 +37,7 @@ def compose_cfg(*overrides: str):
 def scored(cfg, bundle, width: int, predictions: Path) -> tuple[EvalSuite, dict]:
     """The suite of ``cfg`` as the pipeline builds it, scored by a tiny model with a random ``width``-way head."""
     sets = eval_sets(cfg.eval)
-    suite = EvalSuite.build(cfg.eval.reference, sets.builders, bundle.preprocess_val, batch_size=4,
-                            groups=sets.groups)
+    suite = EvalSuite.build(cfg.eval.reference, sets.builders, bundle.preprocess_val, groups=sets.groups)
     clip = copy.deepcopy(bundle.model)
     dim = clip.encode_image(torch.zeros(1, 3, 32, 32)).shape[-1]
     torch.manual_seed(0)

@@ -76,9 +76,23 @@ def test_cached_inputs_are_bit_identical_to_the_plain_transform(tiny_bundle):
                                                                     n_per_class=2)},
                             transform, cache_keys={"sketch": "k"})
     prepared = suite.sets["sketch"]
-    assert prepared.cached and prepared.images.dtype == torch.uint8
+    assert prepared.cached and prepared.images is None  # decoded by its first pass, which scores as it decodes
+    first = torch.cat([x for x, _ in prepared.batches(7, torch.device("cpu"))])
+    assert prepared.images.dtype == torch.uint8 and prepared.pending is None
     cached = torch.cat([x for x, _ in prepared.batches(7, torch.device("cpu"))])
-    assert torch.equal(cached, reference)
+    assert torch.equal(first, reference) and torch.equal(cached, reference)
+    again = EvalSuite.build("sketch", {"sketch": functools.partial(synthetic_styles, "test", style="sketch",
+                                                                    n_per_class=2)},
+                            transform, cache_keys={"sketch": "k"}).sets["sketch"]
+    assert again.images is prepared.images  # decoded once per process
+    shuffled = EvalSuite.build("s", {"s": functools.partial(synthetic_styles, "test", style="sketch", n_per_class=2)},
+                               transform, cache_keys={"s": "k3"}).sets["s"]
+    order = torch.cat([x for x, _ in shuffled.batches(3, torch.device("cpu"), torch.Generator().manual_seed(0))])
+    assert shuffled.images is not None and torch.equal(order.sort(0).values, reference.sort(0).values)
+    broken = EvalSuite.build("b", {"b": functools.partial(synthetic_styles, "test", style="sketch", n_per_class=2)},
+                             transform, cache_keys={"b": "k4"}).sets["b"]
+    next(iter(broken.batches(2, torch.device("cpu"))))  # a pass left unfinished keeps nothing half-decoded
+    assert broken.images is None and broken.pending is not None
     # A set over the memory budget streams instead, with the same inputs.
     streamed = EvalSuite.build("s", {"s": functools.partial(synthetic_styles, "test", style="sketch", n_per_class=2)},
                                transform, cache_keys={"s": "k2"}, max_cache_bytes=10).sets["s"]

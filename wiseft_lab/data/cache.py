@@ -9,13 +9,13 @@ says so).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms as T
-from tqdm.auto import tqdm
 
 from wiseft_lab.data.base import TaskData
 from wiseft_lab.data.workers import worker_context
@@ -78,9 +78,27 @@ def _loader(dataset, batch_size: int, num_workers: int, pin_memory: bool,
                       multiprocessing_context=worker_context(num_workers))
 
 
+@dataclass(frozen=True)
+class PendingDecode:
+    """A set that fits the cache, not decoded yet: the first full pass over it decodes it (see ``batches``)."""
+
+    cache_key: str
+    shape: tuple[int, ...]  # one decoded example
+    dtype: torch.dtype
+    residence: str          # eval.cache_device
+    device: torch.device    # the run's
+
+    def nbytes(self, n: int) -> int:
+        return n * math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
+
+
 @dataclass
 class PreparedSet:
-    """An eval set ready for repeated scoring: cached tensors when they fit, else a streaming loader."""
+    """An eval set ready for repeated scoring: cached tensors when they fit, else a streaming loader.
+
+    A set that fits is decoded during its first full pass, by the loader's workers while the model scores the
+    batches already decoded (the decoding overlaps the first model), and served from memory after that.
+    """
 
     name: str
     data: TaskData
@@ -88,10 +106,18 @@ class PreparedSet:
     images: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     num_workers: int = 0
+    pending: PendingDecode | None = None
 
     @property
     def cached(self) -> bool:
-        return self.images is not None
+        """Held in memory, or to be after its first full pass."""
+        return self.images is not None or self.pending is not None
+
+    @property
+    def cache_bytes(self) -> int:
+        if self.images is not None:
+            return self.images.nbytes
+        return self.pending.nbytes(len(self)) if self.pending is not None else 0
 
     def __len__(self) -> int:
         return len(self.data.dataset)
@@ -102,6 +128,12 @@ class PreparedSet:
 
         ``examples`` restricts the set to those indices (a rank's shard, :func:`wiseft_lab.distributed.shard`).
         """
+        if self.pending is not None:
+            if generator is None and examples is None:  # the first full pass decodes while it scores
+                yield from self._decode_while_scoring(batch_size, device)
+                return
+            for _ in self._decode_while_scoring(batch_size, torch.device("cpu")):  # shuffled or sharded: all first
+                pass
         if self.cached:
             index = torch.arange(len(self.labels)) if examples is None else torch.as_tensor(examples)
             if generator is not None:
@@ -117,6 +149,37 @@ class PreparedSet:
         for x, y in _loader(dataset, batch_size, self.num_workers, device.type == "cuda", generator):
             yield self.transform.normalize(x.to(device, non_blocking=True)), torch.as_tensor(y)
 
+    def _decode_while_scoring(self, batch_size: int, device: torch.device
+                              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the batches as the loader decodes them, filling the cache; kept only when the pass completes."""
+        pending = self.pending
+        # pinned when a GPU may read it: copies to the device then run asynchronously
+        images = torch.empty((len(self), *pending.shape), dtype=pending.dtype, pin_memory=torch.cuda.is_available())
+        labels = torch.empty(len(self), dtype=torch.long)
+        offset = 0
+        for x, y in _loader(self.data.dataset, batch_size, self.num_workers, pin_memory=False):
+            rows = slice(offset, offset + len(y))
+            images[rows], labels[rows] = x, torch.as_tensor(y)
+            offset += len(y)
+            yield self.transform.normalize(x.to(device, non_blocking=True)), labels[rows]
+        _MEMORY[pending.cache_key] = (images, labels)
+        log.debug("Cached eval set %s: %d images, %.1f MB", self.name, len(labels), images.nbytes / 1e6)
+        self.images, self.labels = _resident(self.name, pending)
+        self.pending = None
+
+
+def _resident(name: str, pending: PendingDecode) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoded set where it lives (:func:`cache_device`): the CPU copy, or one kept on the run's GPU."""
+    images, labels = _MEMORY[pending.cache_key]
+    target = cache_device(pending.residence, pending.device, images.nbytes, free_device_memory(pending.device))
+    if target.type != "cuda":
+        return images, labels
+    resident = f"{pending.cache_key}@{target}"
+    if resident not in _MEMORY:
+        _MEMORY[resident] = (images.to(target), labels)
+        log.info("Eval set %s resident on %s (%.1f MB)", name, target, images.nbytes / 1e6)
+    return _MEMORY[resident]
+
 
 def prepare(
     name: str,
@@ -125,57 +188,32 @@ def prepare(
     *,
     cache_key: str | None,
     max_bytes: float,
-    batch_size: int = 256,
     num_workers: int = 0,
     device: torch.device | None = None,
     residence: str = "auto",
 ) -> PreparedSet:
-    """Decode ``data`` (built with ``transform.to_uint8``) into memory once per process when it fits.
+    """Keep ``data`` (built with ``transform.to_uint8``) in memory once per process when it fits.
 
     ``cache_key`` identifies the dataset *and* its preprocessing; ``None`` disables caching. ``residence``
     (``eval.cache_device``) says whether the decoded set is kept on the run's ``device`` (see :func:`cache_device`).
+    A set seen before in this process is served from memory at once; a new one is decoded by its first full pass.
     """
     prepared = PreparedSet(name, data, transform, num_workers=num_workers)
     if cache_key is None:
         return prepared
-    device = device or torch.device("cpu")
-    if cache_key not in _MEMORY and not _decode_into_memory(name, data, cache_key, max_bytes, batch_size,
-                                                            num_workers):
-        return prepared
-    images, labels = _MEMORY[cache_key]
-    target = cache_device(residence, device, images.numel() * images.element_size(), free_device_memory(device))
-    if target.type == "cuda":
-        resident = f"{cache_key}@{target}"
-        if resident not in _MEMORY:
-            _MEMORY[resident] = (images.to(target), labels)
-            log.info("Eval set %s resident on %s (%.1f MB)", name, target, images.numel() / 1e6)
-        images, labels = _MEMORY[resident]
-    prepared.images, prepared.labels = images, labels
-    return prepared
-
-
-def _decode_into_memory(name: str, data: TaskData, cache_key: str, max_bytes: float, batch_size: int,
-                        num_workers: int) -> bool:
-    """Decode the whole set into ``_MEMORY[cache_key]``; False (and a warning) when it is over the budget."""
     first, _ = data.dataset[0]
-    needed = first.numel() * first.element_size() * len(data.dataset)
+    pending = PendingDecode(cache_key, tuple(first.shape), first.dtype, residence, device or torch.device("cpu"))
+    if cache_key in _MEMORY:
+        prepared.images, prepared.labels = _resident(name, pending)
+        return prepared
+    needed = pending.nbytes(len(data.dataset))
     if needed > max_bytes:
         log.warning("Eval set %s needs %.1f GB decoded, over the cache budget of %.1f GB: streaming it from "
                     "disk for every model instead (raise eval.cache_max_gb to cache it).", name,
                     needed / 1e9, max_bytes / 1e9)
-        return False
-    # pinned when a GPU may read it: copies to the device then run asynchronously
-    images = torch.empty((len(data.dataset), *first.shape), dtype=first.dtype, pin_memory=torch.cuda.is_available())
-    labels = torch.empty(len(data.dataset), dtype=torch.long)
-    offset = 0
-    loader = _loader(data.dataset, batch_size, num_workers, pin_memory=False)
-    for x, y in tqdm(loader, desc=f"decode {name}", leave=False, unit="batch", disable=None):
-        images[offset:offset + len(y)] = x
-        labels[offset:offset + len(y)] = torch.as_tensor(y)
-        offset += len(y)
-    _MEMORY[cache_key] = (images, labels)
-    log.debug("Cached eval set %s: %d images, %.1f MB", name, len(labels), needed / 1e6)
-    return True
+        return prepared
+    prepared.pending = pending
+    return prepared
 
 
 def clear_memory_cache() -> None:

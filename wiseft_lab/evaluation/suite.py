@@ -86,7 +86,6 @@ class EvalSuite:
         *,
         cache_keys: Mapping[str, str] | None = None,
         max_cache_bytes: float = 8e9,
-        batch_size: int = 256,
         num_workers: int = 0,
         device: torch.device | None = None,
         cache_device: str = "auto",
@@ -106,14 +105,13 @@ class EvalSuite:
             data = builder(transform=split.to_uint8)
             key = cache_keys.get(name) if cache_keys is not None else None
             sets[name] = prepare(name, data, split, cache_key=key, max_bytes=max_cache_bytes,
-                                 batch_size=batch_size, num_workers=num_workers, device=device,
-                                 residence=cache_device)
+                                 num_workers=num_workers, device=device, residence=cache_device)
             if data.expected_size is not None and len(data.dataset) != data.expected_size:
                 log.warning("%s has %d examples, the official count is %d: numbers will not be comparable "
                             "with published ones (incomplete copy?).", name, len(data.dataset), data.expected_size)
-        cached = [p for p in sets.values() if p.images is not None]
+        cached = [p for p in sets.values() if p.cached]
         log.info("Eval sets: %s images%s", ", ".join(f"{n} {len(p)}" for n, p in sets.items()),
-                 f" ({len(cached)} decoded in memory, {sum(p.images.nbytes for p in cached) / 1e6:.1f} MB)"
+                 f" ({len(cached)} kept decoded in memory, {sum(p.cache_bytes for p in cached) / 1e6:.1f} MB)"
                  if cached else "")
         return cls(reference, sets, dict(groups or {}))
 

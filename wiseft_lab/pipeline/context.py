@@ -182,7 +182,7 @@ class RunContext:
             self._holdout = EvalSuite.build(
                 HOLDOUT, {HOLDOUT: lambda transform: with_transform(held, transform)}, transform,
                 cache_keys={HOLDOUT: key}, max_cache_bytes=float(self.cfg.eval.cache_max_gb) * 1e9,
-                batch_size=self.cfg.eval.batch_size, num_workers=self.eval_workers, device=self.device,
+                num_workers=self.eval_workers, device=self.device,
                 cache_device=self.cfg.eval.cache_device)
         return self._holdout
 
@@ -208,7 +208,7 @@ class RunContext:
         transform = self.models.bundle().preprocess_val
         return EvalSuite.build(TRAIN_SUBSET, {TRAIN_SUBSET: lambda transform: with_transform(subset, transform)},
                                transform, max_cache_bytes=float(self.cfg.eval.cache_max_gb) * 1e9,
-                               batch_size=self.cfg.eval.batch_size, num_workers=self.eval_workers)
+                               num_workers=self.eval_workers)
 
     def suite(self, head: Sequence[str]) -> EvalSuite:
         """The evaluation suite of ``eval``, every set matched by class name to ``head`` (the evaluated head's
@@ -222,7 +222,7 @@ class RunContext:
             keys = ({name: digest(identity, repr(transform), *head) for name, identity in sets.identities.items()}
                     if ev.cache else None)
             self._suite = EvalSuite.build(ev.reference, builders, transform, cache_keys=keys,
-                                          max_cache_bytes=float(ev.cache_max_gb) * 1e9, batch_size=ev.batch_size,
+                                          max_cache_bytes=float(ev.cache_max_gb) * 1e9,
                                           num_workers=self.eval_workers, device=self.device,
                                           cache_device=ev.cache_device, groups=sets.groups)
         return self._suite
