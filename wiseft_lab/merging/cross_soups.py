@@ -75,14 +75,17 @@ class _Target:
     holdout: list[float] = field(default_factory=list)     # each of :attr:`names`' held-out top-1 (greedy, learned)
     transplanted: list[Path] = field(default_factory=list)  # written on first use (greedy, learned)
 
+    def _with_zeroshot(self, zeroshot: Any, ingredients: list[Any]) -> list[Any]:
+        return [zeroshot, *ingredients] if self.include_zeroshot else ingredients
+
     @property
     def names(self) -> list[str]:
-        return [*([ZEROSHOT] if self.include_zeroshot else []), *(i.name for i in self.pool)]
+        return self._with_zeroshot(ZEROSHOT, [i.name for i in self.pool])
 
     @property
     def sources(self) -> list[Source]:
         """The ingredients as they are averaged uniformly (the zero-shot model first when it is one)."""
-        return [*([self.zeroshot] if self.include_zeroshot else []), *(i.checkpoint for i in self.pool)]
+        return self._with_zeroshot(self.zeroshot, [i.checkpoint for i in self.pool])
 
     def transplant(self, checkpoint: Path) -> StateDict:
         """An ingredient's shared entries in the target's zero-shot model (its head, the target's)."""
@@ -92,9 +95,9 @@ class _Target:
         """:attr:`sources` with every ingredient transplanted, on disk: a pool of one set of keys and one head."""
         if not self.transplanted:
             directory = self.ctx.run_dir / OUT_DIR / "ingredients"
-            self.transplanted = [write_safetensors(directory / f"{i.name.replace('/', '_')}.safetensors",
-                                                   self.transplant(i.checkpoint)) for i in self.pool]
-        return [*([self.zeroshot] if self.include_zeroshot else []), *self.transplanted]
+            self.transplanted = [write_safetensors(directory / f"{k}_{i.name.replace('/', '_')}.safetensors",
+                                                   self.transplant(i.checkpoint)) for k, i in enumerate(self.pool)]
+        return self._with_zeroshot(self.zeroshot, self.transplanted)
 
     def score(self, state: StateDict) -> float:
         """Held-out top-1 on the target's split, under the target's head."""
