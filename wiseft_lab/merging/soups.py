@@ -191,8 +191,7 @@ def _learned(kitchen: _Kitchen, recipe: str) -> SoupOutcome:
     options, ctx = kitchen.options.learned, kitchen.ctx
     config = options.config(per_layer=per_layer, precision=ctx.precision)
     result = learned_soup(kitchen.skeleton(), kitchen.sources, options.batches(kitchen.prepared, ctx.device),
-                          config, names=kitchen.names,
-                          device=ctx.device,
+                          config, names=kitchen.names, device=ctx.device,
                           on_step=lambda r: ctx.log_metrics({f"{label}/{k}": v for k, v in r.items()}, None))
     info = {"ingredients": kitchen.names, "rows": result.rows, "coefficients": result.coefficients.tolist(),
             "beta": result.beta, "streaming": result.streaming, "epochs": config.epochs, "lr": config.lr,

@@ -120,7 +120,7 @@ def accepts(candidate: float, best: float, rule: str) -> bool:
 class GreedyStep:
     step: int
     candidate: str
-    holdout: float          # held-out top-1 of the candidate soup (step 0: the best ingredient's recorded one)
+    holdout: float          # held-out top-1 of the candidate soup (step 0: the starting ingredient's recorded one)
     best_before: float | None
     accepted: bool
     n_ingredients: int      # ingredients in the soup after this step
