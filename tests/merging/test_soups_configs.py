@@ -8,6 +8,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from wiseft_lab.cli import config_dir
+from wiseft_lab.config import instantiate_checked
+from wiseft_lab.merging.cross_soups import CrossDatasetSoup
+from wiseft_lab.merging.soups import LearnedOptions
 
 
 def _compose(*overrides: str, hydra: bool = False):
@@ -40,3 +43,16 @@ def test_soup_presets_carve_a_held_out_split():
     for overrides in (["experiment=soups"], ["experiment=soups", "smoke=tiny"], ["experiment=soups_vit_b32"]):
         cfg = _compose(*overrides)
         assert cfg.merge.kind == "soups" and cfg.data.holdout_fraction > 0
+
+
+def test_the_cross_dataset_soup_takes_the_soups_recipes_and_learned_options():
+    cfg = _compose("merge=cross_dataset_soup", "merge.pool=/x", "merge.recipes=[greedy,learned]",
+                   "merge.learned.epochs=2")
+    soup = instantiate_checked(cfg.merge, "merge")
+    assert isinstance(soup, CrossDatasetSoup) and soup.recipes == ["greedy", "learned"] and soup.accept == "ge"
+    assert isinstance(soup.learned, LearnedOptions) and soup.learned.epochs == 2 and soup.learned.lr == 0.05
+    assert list(_compose("merge=cross_dataset_soup").merge.recipes) == ["uniform"]  # needs no held-out split
+    with pytest.raises(Exception, match="Unknown cross-dataset soup recipes"):
+        instantiate_checked(_compose("merge=cross_dataset_soup", "merge.recipes=[fisher]").merge, "merge")
+    with pytest.raises(Exception, match="merge.accept"):
+        instantiate_checked(_compose("merge=cross_dataset_soup", "merge.accept=gte").merge, "merge")

@@ -29,3 +29,15 @@ def test_heads_of_the_same_shape_are_still_not_averaged():
                                                                             "w": torch.ones(1)}
     state, keys = cross_dataset_soup(target, [target, other])
     assert keys == ["w"] and state["w"].item() == 0.5 and torch.equal(state["head.weight"], torch.zeros(2, 2))
+
+
+def test_one_ingredient_transplanted_with_the_pools_keys():
+    # b lacks "text": the pool shares only "tower", so a alone, transplanted, keeps the target's "text" and head
+    target = {"tower": torch.tensor([0.0]), "text": torch.tensor([1.0]), "head.weight": torch.zeros(3, 2)}
+    a = {"tower": torch.tensor([3.0]), "text": torch.tensor([4.0]), "head.weight": torch.ones(2, 2)}
+    b = {"tower": torch.tensor([6.0]), "head.weight": torch.ones(4, 2)}
+    keys = shared_keys(target, [target, a, b])
+    state, used = cross_dataset_soup(target, [a], keys)
+    assert used == ["tower"] and state["tower"].item() == 3.0 and state["text"].item() == 1.0
+    assert torch.equal(state["head.weight"], target["head.weight"])
+    assert cross_dataset_soup(target, [a])[0]["text"].item() == 4.0  # its own shared keys: its text too

@@ -109,6 +109,24 @@ def test_both_paths_learn_the_same_soup(per_layer):
     assert torch.allclose(alphas.sum(1), torch.ones(len(streamed.rows)))
 
 
+@pytest.mark.parametrize("streaming", [True, False])
+def test_keys_restrict_what_is_mixed_and_the_rest_is_the_first_ingredients(streaming):
+    # a cross-dataset soup: the last layer plays the target's head, fixed; only the rest is mixed and learned
+    net, (x, y) = _net(), _data()
+    pool = _pool(net)
+    head = {"3.weight", "3.bias"}
+    keys = {k for k, v in pool[0].items() if v.is_floating_point()} - head
+    result = learned_soup(net, pool, lambda epoch: [(x[:8], y[:8]), (x[8:], y[8:])],
+                          LearnedSoupConfig(epochs=3, per_layer=True, streaming=streaming), keys=keys)
+    assert set(result.rows) == keys and not torch.allclose(result.coefficients, torch.full_like(result.coefficients,
+                                                                                                0.25))
+    for key in head:
+        assert torch.equal(result.state[key], pool[0][key])
+    row = result.rows.index("0.weight")
+    expected = sum(result.coefficients[row, i] * pool[i]["0.weight"] for i in range(len(pool)))
+    torch.testing.assert_close(result.state["0.weight"], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_start_is_uniform_and_no_training_gives_the_uniform_soup():
     net = _net()
     pool = _pool(net)

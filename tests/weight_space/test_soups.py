@@ -116,6 +116,20 @@ def test_greedy_soup_ge_accepts_ties_by_hand():
         greedy_soup(POOL, HELDOUT, score, accept="gte")
 
 
+def test_greedy_soup_from_a_fixed_start_mixes_only_the_given_keys_by_hand():
+    # A cross-dataset soup: Z (the target's zero-shot model) first whatever its held-out accuracy, then A (0.9)
+    # and B (0.7); "head" is not among the keys, so it stays Z's although every ingredient has another one.
+    pool = [{"w": torch.tensor([w]), "head": torch.tensor([h])} for w, h in ((0.0, 1.0), (3.0, 2.0), (6.0, 4.0))]
+    score, seen = _table_scorer({1.5: 0.6, 3.0: 0.55})
+    result = greedy_soup(pool, [0.5, 0.9, 0.7], score, names=["Z", "A", "B"], accept="ge", first=0, keys={"w"})
+    # Z alone (0.5); +A: (0 + 3) / 2 = 1.5 -> 0.6: kept; +B: 1.5 * 2/3 + 6/3 = 3.0 -> 0.55 < 0.6: rejected.
+    assert seen == pytest.approx([1.5, 3.0]) and result.order == ["Z", "A", "B"] and result.ingredients == ["Z", "A"]
+    assert result.state["w"].item() == pytest.approx(1.5) and result.holdout == 0.6
+    assert result.state["head"].item() == 1.0
+    assert greedy_soup(pool, [0.5, 0.9, 0.7], _table_scorer({4.5: 0.95, 3.0: 0.9})[0], first=None,
+                       keys={"w"}).state["head"].item() == 2.0  # without a fixed start: from the best, A
+
+
 def _linear_problem(seed: int, n_models: int = 6):
     g = torch.Generator().manual_seed(seed)
     x, w_true = torch.randn(64, 5, generator=g), torch.randn(5, 3, generator=g)

@@ -72,6 +72,23 @@ class LearnedOptions:
     max_memory_gb: float = 2.0
     seed: int = 0  # held-out shuffling
 
+    def config(self, *, per_layer: bool, precision: str) -> LearnedSoupConfig:
+        """The optimisation these options ask for (``streaming: auto`` leaves the choice to the pool's size)."""
+        streaming = self.streaming
+        return LearnedSoupConfig(epochs=int(self.epochs), lr=float(self.lr), per_layer=per_layer,
+                                 streaming=None if streaming in (None, "auto") else bool(streaming),
+                                 max_memory_gb=float(self.max_memory_gb), precision=precision)
+
+    def batches(self, prepared: PreparedSet, device: torch.device) -> Callable[[int], Iterator]:
+        """``batches(epoch)``: the held-out split in a new seeded order every epoch, normalised, on ``device``."""
+        batch_size, seed = int(self.batch_size), int(self.seed)
+
+        def batches(epoch: int):
+            generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+            for images, labels in prepared.batches(batch_size, device, generator):
+                yield images, labels.to(device)
+        return batches
+
 
 @dataclass
 class FisherOptions:
@@ -82,16 +99,6 @@ class FisherOptions:
     train_mode: bool = False  # wise-ft estimates in train mode (on its test loader); eval mode avoids per-example BN
     seed: int = 0  # sampling of the labels from the model's softmax
     save: bool = False  # keep each ingredient's Fisher under <run>/soups/fisher/
-
-
-def shuffled_batches(prepared: PreparedSet, batch_size: int, device: torch.device,
-                     seed: int) -> Callable[[int], Iterator]:
-    """``batches(epoch)``: the held-out split in a new seeded order every epoch, normalised, on ``device``."""
-    def batches(epoch: int):
-        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-        for images, labels in prepared.batches(batch_size, device, generator):
-            yield images, labels.to(device)
-    return batches
 
 
 @dataclass
@@ -183,13 +190,9 @@ def _learned(kitchen: _Kitchen, recipe: str) -> SoupOutcome:
     kitchen.need_holdout("The learned soup")
     kitchen.need_linear_head("The learned soup")
     options, ctx = kitchen.options.learned, kitchen.ctx
-    streaming = options.streaming
-    config = LearnedSoupConfig(epochs=int(options.epochs), lr=float(options.lr), per_layer=per_layer,
-                               streaming=None if streaming in (None, "auto") else bool(streaming),
-                               max_memory_gb=float(options.max_memory_gb), precision=ctx.precision)
-    batches = shuffled_batches(kitchen.prepared, int(options.batch_size), ctx.device, int(options.seed))
-    result = learned_soup(kitchen.skeleton(), kitchen.sources, batches, config, names=kitchen.names,
-                          device=ctx.device,
+    config = options.config(per_layer=per_layer, precision=ctx.precision)
+    result = learned_soup(kitchen.skeleton(), kitchen.sources, options.batches(kitchen.prepared, ctx.device),
+                          config, names=kitchen.names, device=ctx.device,
                           on_step=lambda r: ctx.log_metrics({f"{label}/{k}": v for k, v in r.items()}, None))
     info = {"ingredients": kitchen.names, "rows": result.rows, "coefficients": result.coefficients.tolist(),
             "beta": result.beta, "streaming": result.streaming, "epochs": config.epochs, "lr": config.lr,

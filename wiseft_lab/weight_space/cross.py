@@ -25,11 +25,16 @@ def shared_keys(template: Source, sources: Sequence[Source]) -> list[str]:
             if floating and not key.startswith(HEAD_PREFIX) and all(s.get(key) == (shape, True) for s in specs)]
 
 
-def cross_dataset_soup(template: Source, sources: Sequence[Source]) -> tuple[StateDict, list[str]]:
-    """``template`` with every shared entry replaced by the sources' mean (float32 at least); and those keys."""
+def cross_dataset_soup(template: Source, sources: Sequence[Source],
+                       keys: Sequence[str] | None = None) -> tuple[StateDict, list[str]]:
+    """``template`` with every shared entry replaced by the sources' mean (float32 at least); and those keys.
+
+    ``keys``: the entries to average instead of what ``sources`` share, e.g. what a whole pool shares, so that one
+    ingredient alone (``sources=[it]``) becomes a model of the target with exactly the entries a soup mixes.
+    """
     if not sources:
         raise ValueError("A soup needs at least one ingredient")
-    keys = shared_keys(template, sources)
+    keys = shared_keys(template, sources) if keys is None else list(keys)
     state = {key: tensor.clone() for key, tensor in iter_tensors(template)}
     for key, tensors in iter_aligned(sources, keys):
         compute = torch.promote_types(state[key].dtype, torch.float32)

@@ -83,12 +83,15 @@ class PoolMixer:
 
     def __init__(self, sources: Sequence[Source], *, per_layer: bool, streaming: bool,
                  device: str | torch.device = "cpu", names: Sequence[str] | None = None,
-                 grad_keys: Collection[str] | None = None, order: Sequence[str] | None = None):
+                 grad_keys: Collection[str] | None = None, order: Sequence[str] | None = None,
+                 keys: Collection[str] | None = None):
         self.sources = list(sources)
         self.specs = check_pool(self.sources, names)
         # Rows follow ``order`` (the module's state_dict order), whatever order the files store tensors in.
         rank = {k: i for i, k in enumerate(order or ())}
-        self.mixed = sorted(float_keys(self.specs), key=lambda k: rank.get(k, len(rank)))
+        # ``keys``: the floating tensors to mix (default: all); the others are the first ingredient's, fixed.
+        self.mixed = sorted((k for k in float_keys(self.specs) if keys is None or k in keys),
+                            key=lambda k: rank.get(k, len(rank)))
         if not self.mixed:
             raise ValueError("The ingredients have no floating-point tensors to mix.")
         # The tensors the loss is differentiated through: the module's parameters. Floating buffers (BatchNorm
@@ -220,15 +223,19 @@ def _global_batch_gradients(module: nn.Module, mixer: PoolMixer, coefficients: S
 def learned_soup(module: nn.Module, sources: Sequence[Source], batches: Callable[[int], Iterable[Batch]],
                  config: LearnedSoupConfig | None = None, *, names: Sequence[str] | None = None,
                  device: str | torch.device = "cpu", loss_fn: LossFn = F.cross_entropy,
-                 on_step: Callable[[dict[str, Any]], None] | None = None) -> LearnedResult:
+                 on_step: Callable[[dict[str, Any]], None] | None = None,
+                 keys: Collection[str] | None = None) -> LearnedResult:
     """Train the soup's coefficients; ``batches(epoch)`` yields the (shuffled) held-out ``(images, labels)``.
 
     ``module`` is any model whose ``state_dict`` keys are the ingredients' (its own weights are not used).
+    ``keys``: the floating tensors the coefficients mix (default: all); the others are the first ingredient's
+    (a cross-dataset soup mixes the shared towers and keeps the target's head fixed).
     """
     config = config or LearnedSoupConfig()
     streaming = choose_streaming(sources, config.streaming, config.max_memory_gb)
     mixer = PoolMixer(sources, per_layer=config.per_layer, streaming=streaming, device=device, names=names,
-                      grad_keys={name for name, _ in module.named_parameters()}, order=list(module.state_dict()))
+                      grad_keys={name for name, _ in module.named_parameters()}, order=list(module.state_dict()),
+                      keys=keys)
     coefficients = SoupCoefficients(len(mixer.rows), mixer.n)
     optimizer = torch.optim.AdamW(coefficients.parameters(), lr=config.lr, weight_decay=0.0)
     was_training = module.training

@@ -8,7 +8,7 @@ Floating tensors are averaged; integer and bool buffers cannot be, and are copie
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -120,7 +120,7 @@ def accepts(candidate: float, best: float, rule: str) -> bool:
 class GreedyStep:
     step: int
     candidate: str
-    holdout: float          # held-out top-1 of the candidate soup (step 0: the best ingredient's recorded one)
+    holdout: float          # held-out top-1 of the candidate soup (step 0: the starting ingredient's recorded one)
     best_before: float | None
     accepted: bool
     n_ingredients: int      # ingredients in the soup after this step
@@ -143,7 +143,8 @@ class GreedyResult:
 def greedy_soup(sources: Sequence[Source], holdout: Sequence[float], score: Callable[[StateDict], float], *,
                 accept: str = "gt", names: Sequence[str] | None = None, accumulate: str | torch.dtype = "fp32",
                 on_step: Callable[[GreedyStep], None] | None = None,
-                candidate_into: Mapping[str, torch.Tensor] | None = None) -> GreedyResult:
+                candidate_into: Mapping[str, torch.Tensor] | None = None, first: int | None = None,
+                keys: Collection[str] | None = None) -> GreedyResult:
     """The greedy soup of the model-soups paper (Wortsman et al., 2022), as the official code computes it.
 
     Ingredients are sorted by ``holdout`` (descending, ties: later first); the soup starts as the best one,
@@ -156,15 +157,22 @@ def greedy_soup(sources: Sequence[Source], holdout: Sequence[float], score: Call
     ``state_dict()`` of the model that ``score`` loads it into (it shares the model's parameters, and loading
     a tensor onto itself is free): the candidate then costs no memory of its own. Accepted candidates are
     copied into the soup, in place.
+
+    ``first``: the ingredient the soup starts from instead of the best one (the others are tried in the same
+    order): a cross-dataset soup starts from the target's zero-shot model, whose held-out accuracy the
+    ingredients must not lower. ``keys``: the floating entries to average (default: all of them); the others
+    stay the starting ingredient's, as integer buffers do (a cross-dataset soup keeps the target's head exactly).
     """
     if len(holdout) != len(sources):
         raise ValueError(f"{len(sources)} ingredients but {len(holdout)} held-out accuracies")
     accepts(0.0, 0.0, accept)  # validates the rule before any work
     names = list(names) if names is not None else [f"#{i}" for i in range(len(sources))]
     specs = check_pool(sources, names)
-    floats = set(float_keys(specs))
+    floats = {k for k in float_keys(specs) if keys is None or k in keys}
     acc_dtype = accumulate_dtype(accumulate)
     order = greedy_order(holdout)
+    if first is not None:
+        order = [first, *(i for i in order if i != first)]
     first = order[0]
     soup: StateDict = {}
     out_dtypes: dict[str, torch.dtype] = {}
