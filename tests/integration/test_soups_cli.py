@@ -207,3 +207,21 @@ def test_angles_between_the_ingredients_and_their_pair_averages(sweep, soup_run)
     assert float(first["gain/photo/top1"]) == pytest.approx(expected)
     assert "## Angles between fine-tuning deltas" in (run_dir / "soups.md").read_text()
     assert (run_dir / "soups_angles.png").stat().st_size > 5_000
+
+
+def test_a_learned_soup_of_linear_classifiers_runs_their_shared_tower_once(tmp_path):
+    """lc ingredients share the zero-shot image tower: the learned soup trains on its held-out outputs, and the soup's
+    tower is that tower itself."""
+    run_cli("experiment=soups", "smoke=tiny", "stages=[finetune]", "finetune=lc", "optimizer.lr=1e-2,3e-2",
+            "optimizer.weight_decay=0.1", "seed=0", cwd=tmp_path, multirun=True, env={"OMP_NUM_THREADS": "1"})
+    sweep_dir = next(tmp_path.glob("outputs/multirun/soups/*"))
+    proc = run_cli("experiment=soups", "smoke=tiny", "stages=[merge,evaluate]", f"merge.pool={sweep_dir}",
+                   "merge.recipes=[learned]", cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert "the ingredients share their image tower" in proc.stdout + proc.stderr
+    run = next(tmp_path.glob("outputs/soups/runs/*"))
+    soup = load_state_dict(run / "checkpoints" / "learned_soup")
+    ingredients = [load_state_dict(sweep_dir / job / "checkpoints" / "finetuned") for job in ("0", "1")]
+    assert all(torch.equal(soup[k], ingredients[0][k]) for k in soup if not k.startswith("head."))
+    assert not any(torch.equal(soup["head.weight"], i["head.weight"]) for i in ingredients)
+    coefficients = json.loads((run / "soups" / "learned_soup.json").read_text())["coefficients"][0]
+    assert sum(coefficients) == pytest.approx(1.0) and len(coefficients) == 2

@@ -10,7 +10,11 @@ import torch
 from torch import nn
 
 from wiseft_lab.io import write_safetensors
+from wiseft_lab.models.classifier import ImageClassifier
+from wiseft_lab.models.zeroshot import ClassificationHead
+from wiseft_lab.weight_space.deltas import shared_except
 from wiseft_lab.weight_space.learned import (
+    HeadOnly,
     LearnedSoupConfig,
     PoolMixer,
     SoupCoefficients,
@@ -208,3 +212,37 @@ def test_one_adamw_step_by_hand():
     torch.testing.assert_close(result.state["weight"], torch.tensor([[a, 2 * (1 - a)]]))
     torch.testing.assert_close(result.state["bias"], torch.tensor([a + 3 * (1 - a)]))
     assert result.rows == ["*"] and [h["loss"] for h in result.history] == [pytest.approx(3.5)]
+
+
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_ingredients_sharing_a_tower_learn_the_same_soup_on_its_outputs(per_layer, tiny_bundle):
+    """Linear-classifier fine-tunes share the image tower: the soup learned on the tower's outputs, computed once,
+    with only the heads mixed, is the soup learned through the whole model (the tower's gradient terms cancel)."""
+    dim = tiny_bundle.model.visual.output_dim
+    torch.manual_seed(0)
+    model = ImageClassifier(copy.deepcopy(tiny_bundle.model), ClassificationHead(torch.randn(3, dim))).eval()
+    g = torch.Generator().manual_seed(2)
+    pool = []
+    for _ in range(3):
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        state["head.weight"] = torch.randn(state["head.weight"].shape, generator=g)
+        pool.append(state)
+    images, labels = torch.randn(12, 3, 32, 32, generator=g), torch.arange(12) % 3
+    config = LearnedSoupConfig(epochs=3, lr=0.1, per_layer=per_layer, streaming=True)
+    full = learned_soup(model, pool, lambda epoch: [(images[:8], labels[:8]), (images[8:], labels[8:])], config)
+    with torch.no_grad():
+        features = model.image_features(images)
+    heads = [k for k in pool[0] if k.startswith("head.")]
+    on_features = learned_soup(HeadOnly(model.head), pool, lambda epoch: [(features[:8], labels[:8]),
+                                                                         (features[8:], labels[8:])],
+                               config, keys=heads)
+    assert shared_except(pool, "head.") and not shared_except([pool[0], {**pool[1], **{
+        k: v + 1 for k, v in pool[1].items() if k.startswith("clip.visual.conv1")}}], "head.")
+    rows = [full.rows.index(k) for k in on_features.rows] if per_layer else [0]
+    torch.testing.assert_close(on_features.coefficients, full.coefficients[rows], rtol=1e-4, atol=1e-6)
+    assert on_features.beta == pytest.approx(full.beta, rel=1e-4)
+    for key, value in full.state.items():
+        if key.startswith("head."):
+            torch.testing.assert_close(on_features.state[key], value, rtol=1e-4, atol=1e-6)
+        else:  # the tower itself, not a mix of equal towers
+            assert torch.equal(on_features.state[key], pool[0][key]), key

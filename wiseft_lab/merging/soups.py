@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from wiseft_lab.config import ConfigError
 from wiseft_lab.data.cache import PreparedSet
+from wiseft_lab.distributed import gather_shards, shard
 from wiseft_lab.io import write_csv, write_json, write_jsonl, write_safetensors
 from wiseft_lab.merging.pool import (
     HOLDOUT_KEY,
@@ -44,11 +45,14 @@ from wiseft_lab.merging.registry import (
 )
 from wiseft_lab.models.checkpoint import StateDict, is_checkpoint, load_state_dict, read_meta, save_checkpoint
 from wiseft_lab.models.ensemble import OutputEnsemble
+from wiseft_lab.precision import autocast
+from wiseft_lab.weight_space.cross import HEAD_PREFIX
+from wiseft_lab.weight_space.deltas import shared_except
 from wiseft_lab.weight_space.fisher import FISHER_FLOOR, fisher_merge
 from wiseft_lab.weight_space.ingredients import check_pool
 from wiseft_lab.weight_space.interpolate import interpolate, interpolation_path
 from wiseft_lab.weight_space.landscape import pairwise_angles
-from wiseft_lab.weight_space.learned import LearnedSoupConfig, learned_soup
+from wiseft_lab.weight_space.learned import HeadOnly, LearnedSoupConfig, learned_soup
 from wiseft_lab.weight_space.soups import greedy_order, greedy_soup, uniform_soup
 
 log = logging.getLogger(__name__)
@@ -87,6 +91,19 @@ class LearnedOptions:
             generator = torch.Generator().manual_seed(seed * 1000 + epoch)
             for images, labels in prepared.batches(batch_size, device, generator):
                 yield images, labels.to(device)
+        return batches
+
+    def feature_batches(self, features: torch.Tensor, labels: torch.Tensor,
+                        device: torch.device) -> Callable[[int], Iterator]:
+        """``batches(epoch)`` over image-tower outputs computed once, in the order :meth:`batches` gives a decoded
+        set's images."""
+        batch_size, seed = int(self.batch_size), int(self.seed)
+
+        def batches(epoch: int):
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                yield features[rows].to(device), labels[rows].to(device)
         return batches
 
 
@@ -184,6 +201,21 @@ def _greedy(kitchen: _Kitchen, recipe: str) -> SoupOutcome:
                                                        HOLDOUT_KEY: result.holdout})
 
 
+@torch.no_grad()
+def _holdout_features(kitchen: _Kitchen) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shared image tower's outputs on the held-out split (eval mode, the run's autocast), sharded over the ranks
+    and gathered."""
+    ctx, prepared = kitchen.ctx, kitchen.prepared
+    model = ctx.models.load(kitchen.skeleton(), load_state_dict(kitchen.sources[0])).eval()
+    mine = shard(len(prepared))
+    outputs, labels = [], []
+    for images, y in prepared.batches(int(kitchen.options.learned.batch_size), ctx.device, examples=mine):
+        with autocast(ctx.device, ctx.precision):
+            outputs.append(model.image_features(images))
+        labels.append(torch.as_tensor(y))
+    return gather_shards(torch.cat(outputs), len(prepared)), gather_shards(torch.cat(labels), len(prepared))
+
+
 def _learned(kitchen: _Kitchen, recipe: str) -> SoupOutcome:
     per_layer = recipe == "learned_per_layer"
     label = RECIPES[recipe]
@@ -191,9 +223,16 @@ def _learned(kitchen: _Kitchen, recipe: str) -> SoupOutcome:
     kitchen.need_linear_head("The learned soup")
     options, ctx = kitchen.options.learned, kitchen.ctx
     config = options.config(per_layer=per_layer, precision=ctx.precision)
-    result = learned_soup(kitchen.skeleton(), kitchen.sources, options.batches(kitchen.prepared, ctx.device),
-                          config, names=kitchen.names, device=ctx.device,
-                          on_step=lambda r: ctx.log_metrics({f"{label}/{k}": v for k, v in r.items()}, None))
+    module, batches, keys = kitchen.skeleton(), options.batches(kitchen.prepared, ctx.device), None
+    if shared_except(kitchen.sources, HEAD_PREFIX):  # linear-classifier ingredients: one tower pass, then heads
+        log.info("%s: the ingredients share their image tower; training on its held-out outputs, computed once",
+                 label)
+        module = HeadOnly(kitchen.skeleton().head)
+        batches = options.feature_batches(*_holdout_features(kitchen), ctx.device)
+        keys = [k for k in check_pool(kitchen.sources) if k.startswith(HEAD_PREFIX)]
+    result = learned_soup(module, kitchen.sources, batches, config, names=kitchen.names, device=ctx.device,
+                          on_step=lambda r: ctx.log_metrics({f"{label}/{k}": v for k, v in r.items()}, None),
+                          keys=keys)
     info = {"ingredients": kitchen.names, "rows": result.rows, "coefficients": result.coefficients.tolist(),
             "beta": result.beta, "streaming": result.streaming, "epochs": config.epochs, "lr": config.lr,
             "history": result.history}

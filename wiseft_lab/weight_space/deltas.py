@@ -60,3 +60,10 @@ def cosine_matrix(gram: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
 
 def degrees(cosine: float) -> float:
     return math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
+
+
+def shared_except(sources: Sequence[Source], prefix: str) -> bool:
+    """Whether every entry of the sources outside ``prefix`` (e.g. ``head.``) is the same in all of them, bit for bit:
+    the pool of linear-classifier fine-tunes of one model."""
+    keys = [k for k in tensor_specs(sources[0]) if not k.startswith(prefix)]
+    return all(torch.equal(tensors[0], other) for _, tensors in iter_aligned(sources, keys) for other in tensors[1:])

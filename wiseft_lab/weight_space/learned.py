@@ -105,6 +105,9 @@ class PoolMixer:
         first = dict(iter_tensors(self.sources[0]))
         mixed = set(self.mixed)
         self.fixed = {k: t.to(self.device, copy=True) for k, t in first.items() if k not in mixed}
+        # what the module is called with besides theta: its own entries (a head-only module has no tower entries)
+        own = set(order) if order is not None else None
+        self.call_fixed = {k: t for k, t in self.fixed.items() if own is None or k in own}
         self.dtypes = {k: first[k].dtype for k in self.mixed}
         del first
         self.states = [load_all(s, self.device) for s in self.sources] if not streaming else None
@@ -157,6 +160,22 @@ class PoolMixer:
         return out.cpu()
 
 
+class HeadOnly(nn.Module):
+    """A classifier's head under its own key prefix (``head.*``), applied to image features.
+
+    When every ingredient has the same image tower (linear-classifier fine-tunes), mixing the towers gives that tower
+    back and adds the same term to every coefficient's gradient, which the softmax cancels: the learned soup then
+    trains on the tower's outputs, computed once, instead of running the tower at every step.
+    """
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+
 def soup_loss(module: nn.Module, theta: Mapping[str, torch.Tensor], fixed: Mapping[str, torch.Tensor],
               beta: torch.Tensor, batch: Batch, loss_fn: LossFn = F.cross_entropy,
               precision: str = "fp32") -> torch.Tensor:
@@ -176,12 +195,12 @@ def coefficient_gradients(module: nn.Module, mixer: PoolMixer, coefficients: Sou
     alphas = coefficients.alphas()
     if not mixer.streaming:
         theta = mixer.differentiable(alphas)
-        loss = soup_loss(module, theta, mixer.fixed, coefficients.beta, batch, loss_fn, precision)
+        loss = soup_loss(module, theta, mixer.call_fixed, coefficients.beta, batch, loss_fn, precision)
         loss.backward()
         return loss.detach()
     theta = mixer.merge(alphas)
     leaves = [theta[k].requires_grad_() for k in mixer.grad_keys]
-    loss = soup_loss(module, theta, mixer.fixed, coefficients.beta, batch, loss_fn, precision)
+    loss = soup_loss(module, theta, mixer.call_fixed, coefficients.beta, batch, loss_fn, precision)
     grads = torch.autograd.grad(loss, [*leaves, coefficients.beta], allow_unused=True)
     if grads[-1] is not None:
         beta_grad = grads[-1].detach()
