@@ -58,12 +58,18 @@ def test_each_suite_checks_its_layout_before_anything_runs(suite, tmp_path):
     check_data_layouts(cfg, ["finetune"])   # the (synthetic) training set alone needs nothing
 
 
-def test_wilds_iwildcam_is_scored_by_macro_f1(tiny_bundle, tmp_path, caplog):
-    shift_fakes.iwildcam(tmp_path)
-    cfg = compose_cfg("eval=wilds_iwildcam", f"paths.data_root={tmp_path}")
+def _scored_fake(fake, suite: str, width: int, tiny_bundle, tmp_path, caplog) -> tuple[EvalSuite, dict]:
+    """A suite on its generated official layout (which passes the pre-flight check), scored by a ``width``-way head;
+    the warnings logged on the way are in ``caplog``."""
+    fake(tmp_path)
+    cfg = compose_cfg(f"eval={suite}", f"paths.data_root={tmp_path}")
     check_data_layouts(cfg, ["evaluate"])
     with caplog.at_level(logging.WARNING):
-        suite, metrics = scored(cfg, tiny_bundle, 182, tmp_path / "p")
+        return scored(cfg, tiny_bundle, width, tmp_path / "p")
+
+
+def test_wilds_iwildcam_is_scored_by_macro_f1(tiny_bundle, tmp_path, caplog):
+    suite, metrics = _scored_fake(shift_fakes.iwildcam, "wilds_iwildcam", 182, tiny_bundle, tmp_path, caplog)
     assert "iwildcam_ood_test has 3 examples, the official count is 42791" in caplog.text
     assert [k for k in metrics if k.startswith("iwildcam_ood_test/")] == ["iwildcam_ood_test/macro_f1",
                                                                            "iwildcam_ood_test/top1"]
@@ -73,11 +79,7 @@ def test_wilds_iwildcam_is_scored_by_macro_f1(tiny_bundle, tmp_path, caplog):
 
 
 def test_wilds_fmow_is_scored_by_worst_region_accuracy(tiny_bundle, tmp_path, caplog):
-    shift_fakes.fmow(tmp_path)
-    cfg = compose_cfg("eval=wilds_fmow", f"paths.data_root={tmp_path}")
-    check_data_layouts(cfg, ["evaluate"])
-    with caplog.at_level(logging.WARNING):
-        suite, metrics = scored(cfg, tiny_bundle, 62, tmp_path / "p")
+    suite, metrics = _scored_fake(shift_fakes.fmow, "wilds_fmow", 62, tiny_bundle, tmp_path, caplog)
     assert "fmow_ood_test has 4 examples, the official count is 22108" in caplog.text
     regions = suite.sets["fmow_ood_test"].data.extras["groups"]["region"]
     assert [k for k in metrics if k.startswith("fmow_ood_test/")] == [
