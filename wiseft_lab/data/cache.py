@@ -130,9 +130,10 @@ class PreparedSet:
         """
         if self.pending is not None:
             if generator is None and examples is None:  # the first full pass decodes while it scores
-                yield from self._decode_while_scoring(batch_size, device)
+                for x, y in self._decode(batch_size):
+                    yield self.transform.normalize(x.to(device, non_blocking=True)), y
                 return
-            for _ in self._decode_while_scoring(batch_size, torch.device("cpu")):  # shuffled or sharded: all first
+            for _ in self._decode(batch_size):  # a shuffled or sharded first use: everything first
                 pass
         if self.cached:
             index = torch.arange(len(self.labels)) if examples is None else torch.as_tensor(examples)
@@ -149,9 +150,8 @@ class PreparedSet:
         for x, y in _loader(dataset, batch_size, self.num_workers, device.type == "cuda", generator):
             yield self.transform.normalize(x.to(device, non_blocking=True)), torch.as_tensor(y)
 
-    def _decode_while_scoring(self, batch_size: int, device: torch.device
-                              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield the batches as the loader decodes them, filling the cache; kept only when the pass completes."""
+    def _decode(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the uint8 batches as the loader decodes them, filling the cache; kept only when the pass completes."""
         pending = self.pending
         # pinned when a GPU may read it: copies to the device then run asynchronously
         images = torch.empty((len(self), *pending.shape), dtype=pending.dtype, pin_memory=torch.cuda.is_available())
@@ -161,20 +161,20 @@ class PreparedSet:
             rows = slice(offset, offset + len(y))
             images[rows], labels[rows] = x, torch.as_tensor(y)
             offset += len(y)
-            yield self.transform.normalize(x.to(device, non_blocking=True)), labels[rows]
+            yield x, labels[rows]
         _MEMORY[pending.cache_key] = (images, labels)
         log.debug("Cached eval set %s: %d images, %.1f MB", self.name, len(labels), images.nbytes / 1e6)
-        self.images, self.labels = _resident(self.name, pending)
+        self.images, self.labels = _resident(self.name, pending.cache_key, pending.residence, pending.device)
         self.pending = None
 
 
-def _resident(name: str, pending: PendingDecode) -> tuple[torch.Tensor, torch.Tensor]:
+def _resident(name: str, cache_key: str, residence: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The decoded set where it lives (:func:`cache_device`): the CPU copy, or one kept on the run's GPU."""
-    images, labels = _MEMORY[pending.cache_key]
-    target = cache_device(pending.residence, pending.device, images.nbytes, free_device_memory(pending.device))
+    images, labels = _MEMORY[cache_key]
+    target = cache_device(residence, device, images.nbytes, free_device_memory(device))
     if target.type != "cuda":
         return images, labels
-    resident = f"{pending.cache_key}@{target}"
+    resident = f"{cache_key}@{target}"
     if resident not in _MEMORY:
         _MEMORY[resident] = (images.to(target), labels)
         log.info("Eval set %s resident on %s (%.1f MB)", name, target, images.nbytes / 1e6)
@@ -201,11 +201,12 @@ def prepare(
     prepared = PreparedSet(name, data, transform, num_workers=num_workers)
     if cache_key is None:
         return prepared
-    first, _ = data.dataset[0]
-    pending = PendingDecode(cache_key, tuple(first.shape), first.dtype, residence, device or torch.device("cpu"))
+    device = device or torch.device("cpu")
     if cache_key in _MEMORY:
-        prepared.images, prepared.labels = _resident(name, pending)
+        prepared.images, prepared.labels = _resident(name, cache_key, residence, device)
         return prepared
+    first, _ = data.dataset[0]  # one decoded example: the set's size in memory
+    pending = PendingDecode(cache_key, tuple(first.shape), first.dtype, residence, device)
     needed = pending.nbytes(len(data.dataset))
     if needed > max_bytes:
         log.warning("Eval set %s needs %.1f GB decoded, over the cache budget of %.1f GB: streaming it from "

@@ -94,8 +94,7 @@ class CopiedEntries:
         if targets.keys() != state.keys():
             model.load_state_dict(state)  # raises with the missing and unexpected keys
         changed = {key: value for key, value in state.items() if not self._unchanged(key, value, targets[key])}
-        model.load_state_dict(changed, strict=False)
-        targets = model.state_dict(keep_vars=True)
+        model.load_state_dict(changed, strict=False)  # copies into the same tensors: ``targets`` stays valid
         for key in changed:
             source, target = state[key], targets[key]
             self._last[key] = (weakref.ref(source), source._version, weakref.ref(target), target._version)
