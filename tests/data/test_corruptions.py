@@ -189,6 +189,23 @@ def test_corrupted_uint8_tensors_and_metrics_kept():
         corr.corrupted(floats, "contrast", 1).dataset[0]
 
 
+def test_corrupted_tensors_come_from_writable_arrays(monkeypatch):
+    # the release encoding decodes through np.asarray(PIL image), which is read-only; torch.from_numpy of it warns
+    # (once per process: "The given NumPy array is not writable") in every user run with generated corruptions
+    from_numpy = torch.from_numpy
+
+    def strict_from_numpy(array):
+        assert array.flags.writeable, "torch.from_numpy of a read-only array"
+        return from_numpy(array)
+
+    monkeypatch.setattr(torch, "from_numpy", strict_from_numpy)
+    images = np.full((1, 32, 32, 3), 90, dtype=np.uint8)
+    source = TaskData(ArrayImages(images, [0], transform=PILToTensor()), ["a"])
+    for corruption in ("gaussian_noise", "jpeg_compression", "pixelate"):
+        x, _ = corr.corrupted(source, corruption, 3).dataset[0]
+        assert x.dtype == torch.uint8 and x.shape == (3, 32, 32)
+
+
 def test_corrupted_source_builds_and_checks_its_source(tmp_path):
     data_fakes.cifar10_1(tmp_path, n=3)
     source = functools.partial(cifar10_1, root=str(tmp_path))

@@ -174,7 +174,8 @@ def _from_array(array: np.ndarray, kind: str):
     if kind == "pil":
         return Image.fromarray(array)
     if kind == "tensor":
-        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+        # the release encoding decodes through np.asarray(PIL image), a read-only view: torch.from_numpy would warn
+        return torch.from_numpy(np.require(array, requirements=("C", "W"))).permute(2, 0, 1).contiguous()
     return array
 
 
