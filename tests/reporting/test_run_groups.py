@@ -40,6 +40,22 @@ def test_runs_differing_in_lr_are_never_pooled_as_seeds():
     assert pooled_differences(runs) == ["optimizer.lr (0.0001, 0.0003)"]
 
 
+def test_each_column_is_aggregated_by_its_primary_metric():
+    # WILDS and video sets: macro F1 / pm-10 first (their primary), top-1 / pm-0 after; a mixed shift average
+    def run(seed: int, f1: float, pm10: float) -> Run:
+        rows = [{"model": "finetuned", "alpha": None, "photo/top1": 0.8, "iwild/macro_f1": f1, "iwild/top1": 0.9,
+                 "vid/pm10": pm10, "vid/pm0": 0.7, "avg_shifts/primary": (f1 + pm10) / 2}]
+        return Run(path=Path(f"out/{seed}/results.jsonl"), rows=rows, seed=seed,
+                   config=OmegaConf.create({"seed": seed}))
+
+    text, rows = runs_table([run(0, 0.2, 0.4), run(1, 0.4, 0.6)])
+    assert "| runs | model | photo | iwild [macro_f1] | vid [pm10] | avg shifts [primary] |" in text
+    # macro F1 30 ± 14.1 (not top-1's 90), pm-10 50 ± 14.1 (not pm-0's 70), the mixed average 40 ± 14.1
+    assert "| all runs | finetuned | 80.0 ± 0.0 (2) | 30.0 ± 14.1 (2) | 50.0 ± 14.1 (2) | 40.0 ± 14.1 (2) |" in text
+    assert rows[0]["iwild/mean"] == pytest.approx(30.0) and rows[0]["vid/mean"] == pytest.approx(50.0)
+    assert "primary score" in text
+
+
 def test_the_cli_makes_a_table_without_a_paper(tmp_path, capsys):
     for lr in ("1e-4", "3e-4"):
         run = tmp_path / lr

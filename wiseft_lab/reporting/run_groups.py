@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from wiseft_lab.evaluation.suite import AVG_SHIFTS
 from wiseft_lab.reporting.paper.cells import Cell
 from wiseft_lab.reporting.paper.runs import Run, set_names
-from wiseft_lab.reporting.tables import markdown_table
+from wiseft_lab.reporting.tables import column_label, markdown_table, metric_name, score, score_key
 
 # Keys whose differences do not make runs different experiments (prefixes of dotted keys).
 NOT_COMPARED = ("seed", "resume", "paths", "checkpoints", "logger", "data.num_workers", "eval.num_workers",
@@ -82,15 +82,17 @@ def _line_label(key: tuple) -> str:
 
 
 def group_lines(group: Group, columns: Sequence[str]) -> list[tuple[str, dict[str, Cell]]]:
-    """Per model of the group's runs (first-seen order): mean ± std across its runs, per column. WiSE-FT shows
-    alpha=0.5 and the alpha whose seed-mean average shift accuracy is best."""
+    """Per model of the group's runs (first-seen order): mean ± std across its runs of each column's primary score
+    (top-1, macro F1, worst-region accuracy, pm-k ...). WiSE-FT shows alpha=0.5 and the alpha whose seed-mean
+    average over the shifts is best."""
     cells: dict[tuple, dict[str, Cell]] = {}
     for run in group.runs:
         for row in run.rows:
             line = cells.setdefault(_line_key(row), {})
             for col in columns:
-                if row.get(f"{col}/top1") is not None:
-                    line.setdefault(col, Cell()).values.append(100.0 * float(row[f"{col}/top1"]))
+                value = score(row, col)
+                if value is not None:
+                    line.setdefault(col, Cell()).values.append(100.0 * value)
     wiseft = {k: v for k, v in cells.items() if k[0] == "wiseft" and k[1] is not None}
     shown = [(_line_label(k), v) for k, v in cells.items() if k[0] != "wiseft"]
     half = next((k for k in wiseft if math.isclose(float(k[1]), 0.5)), None)
@@ -112,8 +114,9 @@ def _cell(cell: Cell | None) -> str:
 def runs_table(runs: Sequence[Run]) -> tuple[str, list[dict[str, Any]]]:
     """The Markdown table and its CSV rows (means, stds and counts per column)."""
     groups, keys = group_runs(runs)
-    sets = set_names([row for run in runs for row in run.rows])
-    columns = [*sets, AVG_SHIFTS] if any(AVG_SHIFTS + "/top1" in r for run in runs for r in run.rows) else sets
+    all_rows = [row for run in runs for row in run.rows]
+    sets = set_names(all_rows)
+    columns = [*sets, AVG_SHIFTS] if any(score_key(r, AVG_SHIFTS) for r in all_rows) else sets
     body, csv_rows = [], []
     for group in groups:
         seeds = sorted({r.seed for r in group.runs if r.seed is not None})
@@ -125,8 +128,10 @@ def runs_table(runs: Sequence[Run]) -> tuple[str, list[dict[str, Any]]]:
                 record.update({f"{col}/mean": cell.mean if cell else None, f"{col}/std": cell.std if cell else None,
                                f"{col}/n": cell.n if cell else 0})
             csv_rows.append(record)
-    header = ["runs", "model", *[("avg shifts" if c == AVG_SHIFTS else c) for c in columns]]
-    notes = [f"{len(runs)} runs in {len(groups)} groups. Top-1 (%), mean ± std (n) over the runs of a group, which "
+    header = ["runs", "model", *[column_label(all_rows, c, reference="") for c in columns]]
+    what = ("Top-1 (%)" if {metric_name(all_rows, c) for c in columns} <= {"top1", None} else
+            "Each column's primary score (%; top-1 unless its metric is named in brackets)")
+    notes = [f"{len(runs)} runs in {len(groups)} groups. {what}, mean ± std (n) over the runs of a group, which "
              "differ in the seed only" + (f"; groups differ in {', '.join(keys)}" if keys else "") + "."]
     unchecked = next((g for g in groups if g.label == NO_CONFIG), None)
     if unchecked is not None:
