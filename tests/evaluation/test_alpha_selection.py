@@ -110,3 +110,20 @@ def test_rules_by_name_and_their_result_rows():
     # the chosen sweep row's columns, and the cost on the shifts against the oracle
     assert chosen[1]["photo/top1"] == 0.83 and chosen[1]["holdout/nll"] == 0.72 and chosen[1]["n/holdout"] == 400
     assert chosen[1]["regret/avg_shifts/top1"] == pytest.approx(0.06) and chosen[1]["oracle_alpha"] == 0.25
+
+
+def test_a_suite_scored_by_other_metrics_is_chosen_by_its_primary_average():
+    # an iWildCam-like suite: the reference and the shifts' average are macro F1 (primary), top-1 comes after
+    from wiseft_lab.reporting.tables import alpha_selection_markdown
+
+    sweep = [{"model": "wiseft", "alpha": a, "holdout/top1": h, "n/holdout": 400, "wild_id/macro_f1": ref,
+              "wild_id/top1": 0.9, "avg_shifts/macro_f1": f1} for a, h, ref, f1 in
+             ((0.0, 0.70, 0.40, 0.30), (0.5, 0.80, 0.50, 0.35), (1.0, 0.82, 0.55, 0.20))]
+    chosen = selection_rows(sweep, rules_by_name(["best_holdout"]), reference="wild_id")
+    # oracle: alpha 0.5 (macro F1 0.35); best held-out: alpha 1 (0.82), 0.15 below the oracle's macro F1
+    assert [(r["rule"], r["alpha"]) for r in chosen] == [("oracle", 0.5), ("best_holdout", 1.0)]
+    assert chosen[1]["regret/avg_shifts/macro_f1"] == pytest.approx(0.15)
+    text = alpha_selection_markdown(chosen, "wild_id")
+    assert ("| rule | alpha | held-out | wild_id (ref) [macro_f1] | avg shifts [macro_f1] | regret (points) | note |"
+            in text)
+    assert "| `best_holdout` | 1 | 82.0 | 55.0 | 20.0 | 15.0 |  |" in text

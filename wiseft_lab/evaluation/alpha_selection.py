@@ -131,14 +131,25 @@ def default_rules(tolerance: float = 0.005) -> dict[str, Rule]:
             "one_standard_error": one_standard_error, "min_holdout_nll": min_holdout_loss}
 
 
+def primary_key(row: Row, column: str) -> str | None:
+    """The key of ``column``'s primary score in a result row: its first ``<column>/<metric>`` key (None: absent)."""
+    return next((k for k in row if k.startswith(f"{column}/")), None)
+
+
 def compare_rules(rows: Sequence[Row], rules: Mapping[str, Rule] | None = None, *, model: str | None = "wiseft",
-                  reference: str | None = None, metric: str = SHIFTS_TOP1) -> list[dict[str, Any]]:
-    """One record per rule: the alpha it picks, that row's held-out / reference / shift accuracies, and its cost on
+                  reference: str | None = None, metric: str | None = None) -> list[dict[str, Any]]:
+    """One record per rule: the alpha it picks, that row's held-out / reference / shift scores, and its cost on
     the shifts against the oracle (``regret = oracle - chosen``, >= 0). The oracle's own record comes first. A rule
-    whose columns the rows lack is reported with ``alpha: None`` and the reason."""
+    whose columns the rows lack is reported with ``alpha: None`` and the reason.
+
+    ``metric``: the shifts' average the oracle maximises; default: the sweep's ``avg_shifts/<metric>`` key
+    (``avg_shifts/top1``, or e.g. ``avg_shifts/macro_f1`` for a suite scored by other metrics). The reference
+    column is the reference set's primary score."""
     sweep = sweep_rows(rows, model)
+    metric = metric or primary_key(sweep[0], AVG_SHIFTS) or SHIFTS_TOP1
     best = oracle(sweep, metric)
-    columns = [HOLDOUT_TOP1, *([f"{reference}/top1"] if reference else []), metric]
+    reference_key = (primary_key(sweep[0], reference) or f"{reference}/top1") if reference else None
+    columns = [HOLDOUT_TOP1, *([reference_key] if reference_key else []), metric]
 
     def record(name: str, row: Row) -> dict[str, Any]:
         return {"rule": name, "alpha": float(row["alpha"]), **{c: row.get(c) for c in columns},
@@ -182,7 +193,7 @@ def rules_by_name(names: str | Sequence[str]) -> dict[str, Rule]:
 
 
 def selection_rows(rows: Sequence[Row], rules: Mapping[str, Rule], *, reference: str | None = None,
-                   metric: str = SHIFTS_TOP1) -> list[dict[str, Any]]:
+                   metric: str | None = None) -> list[dict[str, Any]]:
     """Result rows of the choices: per rule (the oracle first) the chosen sweep row's metrics, relabelled
     ``model=alpha_selection`` with its ``rule``, ``oracle_alpha`` and ``regret/<metric>``; a rule that cannot be
     applied gets a row with ``alpha: None`` and the reason (``skipped``)."""

@@ -146,18 +146,20 @@ def alpha_selection_markdown(rows: Sequence[Row], reference: str) -> str:
     chosen = [r for r in rows if r["model"] == SELECTION_MODEL]
     if not chosen:
         return ""
-    regret = f"regret/{AVG_SHIFTS}/top1"
+    # the shifts' average the oracle maximised: avg_shifts/top1, or the suite's primary average (macro F1, pm-k ...)
+    regret = next((k for r in chosen for k in r if k.startswith(f"regret/{AVG_SHIFTS}/")), f"regret/{AVG_SHIFTS}/top1")
 
     def pct(row: Row, key: str) -> str:
         return percent_cell(row.get(key))
 
     body = [[f"`{r['rule']}`", "-" if r["alpha"] is None else f"{r['alpha']:g}", pct(r, f"{HOLDOUT}/top1"),
-             pct(r, f"{reference}/top1"), pct(r, f"{AVG_SHIFTS}/top1"), pct(r, regret),
+             percent_cell(score(r, reference)), percent_cell(score(r, AVG_SHIFTS)), pct(r, regret),
              r.get("skipped", "")] for r in chosen]
-    return ("\n## Choosing alpha without the shifts\n\n" + markdown_table(
-        ["rule", "alpha", "held-out", f"{reference} (ref)", "avg shifts", "regret (points)", "note"], body)
-        + "\nThe oracle reads the shifts' test labels (the paper's optimal alpha); every other rule reads only the "
-          "held-out split. Regret: the oracle's average shift accuracy minus the rule's.\n")
+    header = ["rule", "alpha", "held-out", column_label(chosen, reference, reference),
+              column_label(chosen, AVG_SHIFTS, reference), "regret (points)", "note"]
+    return ("\n## Choosing alpha without the shifts\n\n" + markdown_table(header, body)
+            + "\nThe oracle reads the shifts' test labels (the paper's optimal alpha); every other rule reads only the "
+              "held-out split. Regret: the oracle's average over the shifts minus the rule's.\n")
 
 
 def _row_label(row: Row) -> str:
