@@ -1,4 +1,4 @@
-"""Every config option and every experiment preset composes (Hydra's compose API)."""
+"""Every config option and every experiment preset composes (Hydra's compose API) and binds to its callables."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def test_every_group_option_composes(group, option):
     cfg = compose_cfg(f"{group}={option}")
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     assert cfg[group] is not None
+    check_targets(cfg)  # and binds: a misspelt option of a method no preset uses (finetune=flyp) fails here too
 
 
 @pytest.mark.parametrize("preset", options("experiment"))

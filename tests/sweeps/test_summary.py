@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from wiseft_lab.io import write_json, write_jsonl
+from wiseft_lab.models.checkpoint import CheckpointMeta, save_checkpoint
 from wiseft_lab.sweeps.callback import eta_seconds, planned_jobs, progress_line
 from wiseft_lab.sweeps.jobs import JOB_FILE, JobOutcome, failure_reason, finish_job, start_job
 from wiseft_lab.sweeps.summary import best_job, differing, scores, sweep_markdown, sweep_rows
@@ -77,7 +79,8 @@ def test_sweep_rows_and_markdown_from_job_dirs(tmp_path):
         if not fails:
             write_jsonl(job / "results.jsonl", [{"model": "finetuned", "alpha": None, "photo/top1": 0.8,
                                                  "avg_shifts/top1": 0.3}])
-            write_json(job / "checkpoints" / "finetuned" / "meta.json", {"metrics": {"holdout/top1": 0.75}})
+            save_checkpoint(job / "checkpoints" / "finetuned", {"w": torch.zeros(1)},
+                            CheckpointMeta("tiny", ["a"], ["{}"], metrics={"holdout/top1": 0.75}))
     (tmp_path / ".submitit").mkdir()
     write_json(tmp_path / ".submitit" / JOB_FILE, {"status": "running"})  # not a job of the sweep
     rows = sweep_rows(tmp_path)

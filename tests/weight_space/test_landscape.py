@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from wiseft_lab.io import write_safetensors
+from tests.weight_space.state_dirs import state_dirs
 from wiseft_lab.weight_space.landscape import Plane, angle_between_deltas, interpolation_advantage, pairwise_angles
 
 R2 = math.sqrt(2.0)
@@ -25,14 +25,6 @@ THETA_1 = _state([3.0, 0.0, 0.0], [1.0], 7)
 THETA_2 = _state([1.0, 2.0, 0.0], [3.0], 9)
 
 
-def _files(tmp_path, states):
-    paths = []
-    for i, state in enumerate(states):
-        write_safetensors(tmp_path / f"m{i}" / "model.safetensors", state)
-        paths.append(tmp_path / f"m{i}")
-    return paths
-
-
 def _close(state, expected):
     assert sorted(state) == sorted(expected)
     for key in expected:
@@ -41,7 +33,7 @@ def _close(state, expected):
 
 
 def test_plane_by_hand(tmp_path):
-    for models in ([THETA_0, THETA_1, THETA_2], _files(tmp_path, [THETA_0, THETA_1, THETA_2])):
+    for models in ([THETA_0, THETA_1, THETA_2], state_dirs(tmp_path, [THETA_0, THETA_1, THETA_2])):
         plane = Plane.through(*models)
         assert [pytest.approx(c) for c in [(0.0, 0.0), (3.0, 0.0), (1.0, 2 * R2)]] == plane.coordinates
         torch.testing.assert_close(plane.u["w"], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
@@ -105,7 +97,7 @@ def test_angles_by_hand(tmp_path):
     assert angle_between_deltas(origin, at([1, 0]), at([1, 0], 1.0), exclude=["b"]) == pytest.approx(0.0, abs=1e-6)
     # 60 degrees between (2, 0) and (1, sqrt 3); 120 between (2, 0) and (-1, sqrt 3); 60 between those two.
     pool = [at([2, 0]), at([1, math.sqrt(3)]), at([-1, math.sqrt(3)])]
-    for models in (pool, _files(tmp_path, pool)):
+    for models in (pool, state_dirs(tmp_path, pool)):
         angles = pairwise_angles(origin, models)
         assert angles == [pytest.approx(row, abs=1e-4) for row in [[0, 60, 120], [60, 0, 60], [120, 60, 0]]]
     with pytest.raises(ValueError, match="equals theta_0"):

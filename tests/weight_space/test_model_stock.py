@@ -9,18 +9,10 @@ import math
 import pytest
 import torch
 
-from wiseft_lab.io import write_safetensors
+from tests.weight_space.state_dirs import state_dirs
 from wiseft_lab.weight_space.model_stock import MODEL_STOCK_EPS, model_stock, model_stock_ratio
 
 SQRT3 = math.sqrt(3.0)
-
-
-def _files(tmp_path, states):
-    paths = []
-    for i, state in enumerate(states):
-        write_safetensors(tmp_path / f"m{i}" / "model.safetensors", state)
-        paths.append(tmp_path / f"m{i}")
-    return paths
 
 
 def test_ratio_by_hand():
@@ -47,7 +39,7 @@ PRE, FT1, FT2 = _models()
 
 
 def test_two_models_at_sixty_degrees(tmp_path):
-    for sources in ([PRE, FT1, FT2], _files(tmp_path, [PRE, FT1, FT2])):
+    for sources in ([PRE, FT1, FT2], state_dirs(tmp_path, [PRE, FT1, FT2])):
         result = model_stock(sources[0], sources[1:], eps=0.0)
         # w: t = 2/3, merged = w0 + t * (d1 + d2) / 2 = (1, 1) + (3, sqrt 3) / 3 = (2, 1 + sqrt(3) / 3)
         torch.testing.assert_close(result.state["w"], torch.tensor([2.0, 1.0 + SQRT3 / 3]))

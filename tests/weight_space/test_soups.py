@@ -7,7 +7,7 @@ import operator
 import pytest
 import torch
 
-from wiseft_lab.io import write_safetensors
+from tests.weight_space.state_dirs import state_dirs
 from wiseft_lab.weight_space.ingredients import check_pool, iter_tensors
 from wiseft_lab.weight_space.soups import greedy_order, greedy_soup, uniform_soup
 
@@ -17,18 +17,10 @@ def _state(w, steps=0, flag=True):
             "flag": torch.tensor([flag, not flag])}
 
 
-def _files(tmp_path, states):
-    paths = []
-    for i, state in enumerate(states):
-        write_safetensors(tmp_path / f"m{i}" / "model.safetensors", state)
-        paths.append(tmp_path / f"m{i}")
-    return paths
-
-
 def test_uniform_soup_is_the_mean_and_copies_integer_buffers(tmp_path):
     states = [_state([[1.0, 2.0], [3.0, 4.0]], 3, True), _state([[5.0, 6.0], [7.0, 8.0]], 7, False),
               _state([[0.0, 1.0], [2.0, 3.0]], 9, False)]
-    for pool in (states, _files(tmp_path, states)):
+    for pool in (states, state_dirs(tmp_path, states)):
         for accumulate in ("fp32", "fp64"):
             soup = uniform_soup(pool, accumulate=accumulate)
             assert soup["w"].dtype == torch.float32
@@ -56,7 +48,7 @@ def test_pool_mismatch_names_the_ingredient_and_the_first_bad_key(tmp_path):
         check_pool([a, {**a, "extra": torch.zeros(1)}])
     with pytest.raises(ValueError, match=r"'b' is not floating point"):
         check_pool([a, {**a, "b": torch.zeros(3, dtype=torch.long)}])
-    files = _files(tmp_path, [a, {"w": torch.zeros(2, 4), "b": torch.zeros(3)}])
+    files = state_dirs(tmp_path, [a, {"w": torch.zeros(2, 4), "b": torch.zeros(3)}])
     with pytest.raises(ValueError, match=r"m1.*key 'w' has shape \(2, 4\)"):
         uniform_soup(files)
     with pytest.raises(ValueError, match="pool is empty"):
@@ -92,7 +84,7 @@ SCORES = {4.5: 0.7, 7.5: 0.8, 5.0: 0.8, 6.0: 0.7}
 
 
 def test_greedy_soup_strict_acceptance_by_hand(tmp_path):
-    for pool in (POOL, _files(tmp_path, POOL)):
+    for pool in (POOL, state_dirs(tmp_path, POOL)):
         score, seen = _table_scorer(SCORES)
         result = greedy_soup(pool, HELDOUT, score, names=NAMES, accept="gt")
         # C alone (0.7); +B: (6 + 3) / 2 = 4.5 scores 0.7, a tie: rejected; +D: (6 + 9) / 2 = 7.5 -> 0.8: accepted;
@@ -182,7 +174,7 @@ def test_candidates_built_in_the_scoring_models_tensors_give_the_same_soup(accep
 
 def test_files_are_streamed_one_tensor_at_a_time(tmp_path):
     states = [{f"t{k}": torch.full((100,), float(i + k)) for k in range(20)} for i in range(3)]
-    paths = _files(tmp_path, states)
+    paths = state_dirs(tmp_path, states)
     tensors = list(iter_tensors(paths[1], max_mapped_bytes=1000))  # re-opens the map every few tensors
     assert sorted(k for k, _ in tensors) == sorted(f"t{k}" for k in range(20))
     assert all(torch.equal(t, states[1][k]) for k, t in tensors)

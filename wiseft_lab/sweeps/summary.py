@@ -16,7 +16,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT
-from wiseft_lab.io import atomic_write_text, read_json, read_jsonl, write_csv
+from wiseft_lab.io import atomic_write_text, read_jsonl, write_csv
+from wiseft_lab.models.checkpoint import is_checkpoint, read_meta
 from wiseft_lab.reporting.tables import markdown_table, summary_metrics
 from wiseft_lab.sweeps.jobs import COMPLETED, FAILED, JOB_FILE, RUNNING, read_job
 
@@ -52,8 +53,8 @@ def _reference(run_dir: Path) -> str | None:
 
 
 def _holdout(run_dir: Path) -> float | None:
-    meta = run_dir / "checkpoints" / "finetuned" / "meta.json"
-    value = read_json(meta).get("metrics", {}).get(HOLDOUT_KEY) if meta.is_file() else None
+    checkpoint = run_dir / "checkpoints" / "finetuned"
+    value = read_meta(checkpoint).metrics.get(HOLDOUT_KEY) if is_checkpoint(checkpoint) else None
     return None if value is None else float(value)
 
 
