@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -115,6 +117,15 @@ def test_shots_beyond_a_class_fail_listing_the_short_classes():
     with pytest.raises(ConfigError, match=r"data.shots=3: 1 of 3 classes have fewer training images: b \(2\)\."):
         check_shots(labels, 3, ["a", "b", "c"])
     check_shots(labels, 2, ["a", "b", "c"])
+
+
+def test_shots_beyond_a_class_kept_on_request_are_a_warning_naming_the_short_classes(caplog):
+    data = TaskData(ImageList([(f"{i}.png", y) for i, y in enumerate([0] * 5 + [1] * 2)]), ["a", "b"])
+    with caplog.at_level(logging.WARNING, logger="wiseft_lab.data.splits"):
+        train, _ = train_and_holdout(data, 0.0, 1000, seed=0)  # data.short_classes=keep
+    assert len(train.dataset) == 7
+    assert "data.shots=1000: 2 of 2 classes have fewer training images: a (5), b (2) (data.short_classes=keep" \
+        in caplog.text
 
 
 def test_strict_shots_count_what_the_held_out_split_leaves():

@@ -177,6 +177,31 @@ def test_a_finished_run_resumed_with_changes_is_refused_then_continued_elsewhere
     assert json.loads((more / "resumed_from.json").read_text())["run_dir"] == str(first)
 
 
+def test_a_finished_run_resumed_in_place_is_refused_untouched_and_a_stopped_one_continues(tmp_path):
+    run_cli("smoke=tiny", "logger=none", "stages=[finetune]", "hydra.run.dir=outputs/demo/runs/done", cwd=tmp_path)
+    done = tmp_path / "outputs/demo/runs/done"
+
+    def ours(run_dir: Path) -> dict[str, tuple[int, int]]:  # Hydra itself rewrites .hydra/ and appends to the log
+        return {k: v for k, v in snapshot(run_dir).items() if not k.startswith(".hydra/") and k != "wiseft_lab.log"}
+
+    before = ours(done)
+    refused = run_cli("smoke=tiny", "logger=none", "stages=[finetune]", "resume=true", "finetune.epochs=2",
+                      "resume_allow=[finetune.epochs]", "hydra.run.dir=outputs/demo/runs/done", cwd=tmp_path,
+                      check=False)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode == 1 and "holds a finished run, which is never modified" in out
+    assert "Traceback" not in out
+    assert ours(done) == before  # no error.log, job.json still "completed", no epoch_002
+    # stopped after its fine-tuning (pre-empted while evaluating): started again, the job continues in place
+    record = json.loads((done / "job.json").read_text())
+    (done / "job.json").write_text(json.dumps({**record, "status": "preempted"}))
+    again = run_cli("smoke=tiny", "logger=none", "stages=[finetune]", "hydra.run.dir=outputs/demo/runs/done",
+                    cwd=tmp_path)
+    log = again.stdout + again.stderr
+    assert "was pre-empted (job.json): continuing it" in log and "Resumed from" in log
+    assert json.loads((done / "job.json").read_text())["status"] == "completed"
+
+
 def test_own_image_folders_from_the_readme(tmp_path):
     """The README's "your own data" recipe: data=folder + eval=folder on a generated class-folder tree."""
     from PIL import Image

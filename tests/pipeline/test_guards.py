@@ -20,6 +20,7 @@ from wiseft_lab.pipeline.guards import (
     math_diff,
     plan_resume,
     preflight,
+    refuse_finished_in_place,
 )
 from wiseft_lab.runlock import RunLockedError
 from wiseft_lab.training.loop import find_interrupted_run
@@ -84,9 +85,17 @@ def test_resume_true_finds_the_interrupted_run_and_never_a_finished_or_continued
 
 def test_a_finished_run_is_never_continued_in_place(tmp_path):
     run = fake_run(tmp_path / "runs/done", composed(), finished=True)
-    with pytest.raises(ConfigError, match="holds a finished run, which is never modified"):
-        plan_resume(composed(f"resume={run}"), run, multirun=False)
-    assert plan_resume(composed(f"resume={run}"), tmp_path / "runs/new", multirun=False).in_place is False
+    completed, stopped = {"status": "completed"}, {"status": "preempted"}
+    for cfg in (composed(f"resume={run}"), composed(f"resume={run}/checkpoints"), composed("resume=true")):
+        with pytest.raises(ConfigError, match="holds a finished run, which is never modified"):
+            refuse_finished_in_place(cfg, run, completed)
+        with pytest.raises(ConfigError, match="holds a finished run"):  # no job.json: the fine-tuned model tells
+            refuse_finished_in_place(cfg, run, None)
+        refuse_finished_in_place(cfg, run, stopped)  # stopped after fine-tuning (e.g. while evaluating): continues
+        assert plan_resume(cfg, run, multirun=False).in_place is True
+    new = tmp_path / "runs/new"
+    refuse_finished_in_place(composed(f"resume={run}"), new, None)
+    assert plan_resume(composed(f"resume={run}"), new, multirun=False).in_place is False
 
 
 def test_of_two_jobs_resuming_one_run_one_goes_on(tmp_path):

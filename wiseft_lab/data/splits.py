@@ -77,14 +77,22 @@ def short_classes(labels: np.ndarray, shots: int, pool: Sequence[int] | None = N
     return {int(v): int(c) for v, c in zip(values, counts, strict=True) if c < shots}
 
 
-def check_shots(labels: np.ndarray, shots: int, classnames: Sequence[str], pool: Sequence[int] | None = None) -> None:
-    """Refuse ``data.shots`` larger than a class's count (which would silently train on fewer), naming those classes."""
+def _short_listing(short: dict[int, int], shots: int, classnames: Sequence[str]) -> str:
+    listed = ", ".join(f"{classnames[k]} ({n})" for k, n in list(short.items())[:20])
+    more = f" and {len(short) - 20} more" if len(short) > 20 else ""
+    return f"data.shots={shots}: {len(short)} of {len(classnames)} classes have fewer training images: {listed}{more}"
+
+
+def check_shots(labels: np.ndarray, shots: int, classnames: Sequence[str], pool: Sequence[int] | None = None,
+                strict: bool = True) -> None:
+    """Refuse ``data.shots`` larger than a class's count (which would silently train on fewer), naming those classes;
+    ``strict=False`` (``data.short_classes=keep``): say so in a warning and go on with all they have."""
     short = short_classes(labels, shots, pool)
+    if short and strict:
+        raise ConfigError(f"{_short_listing(short, shots, classnames)}. Lower data.shots, or set "
+                          f"data.short_classes=keep to use all they have.")
     if short:
-        listed = ", ".join(f"{classnames[k]} ({n})" for k, n in list(short.items())[:20])
-        more = f" and {len(short) - 20} more" if len(short) > 20 else ""
-        raise ConfigError(f"data.shots={shots}: {len(short)} of {len(classnames)} classes have fewer training images: "
-                          f"{listed}{more}. Lower data.shots, or set data.short_classes=keep to use all they have.")
+        log.warning("%s (data.short_classes=keep: training on all they have)", _short_listing(short, shots, classnames))
 
 
 class LabeledSubset(Dataset):
@@ -152,8 +160,7 @@ def carve(data: TaskData, *, holdout_fraction: float = 0.0, shots: int | None = 
     else:
         train_idx, held_idx = holdout_split(labels, holdout_fraction, seed)
     if shots:
-        if strict_shots:
-            check_shots(labels, shots, data.classnames, pool=train_idx)
+        check_shots(labels, shots, data.classnames, pool=train_idx, strict=strict_shots)
         train_idx = few_shot(labels, shots, seed, pool=train_idx)
 
     def subset(indices: np.ndarray, tag: str) -> TaskData:

@@ -5,7 +5,9 @@ A resume never surprises:
 
 * ``resume=<run dir>`` or ``resume=true`` continues a run's last finished epoch. Another run is never written to:
   its epoch checkpoint is linked (or copied) into this run's ``checkpoints/`` and training goes on here; only a run
-  dir re-used as is (``hydra.run.dir``, a multirun's job dir) continues in place, and a finished one is refused.
+  dir re-used as is (``hydra.run.dir``, a multirun's job dir) continues in place, and a finished one (its job
+  completed) is refused before the job writes into it (:func:`refuse_finished_in_place`). A job stopped after its
+  fine-tuning (pre-empted or failed while evaluating) is not finished: it continues in place.
 * The saved config of the run being resumed is compared with the requested one: a change to what alters the math
   (:data:`MATH_KEYS`) is refused with a short diff unless ``resume_allow`` lists the key (or a group above it); the
   allowed new values then take effect (the loop re-applies the configured optimiser hyperparameters and
@@ -31,6 +33,7 @@ from wiseft_lab.io import read_json, writes_here
 from wiseft_lab.models.checkpoint import META_FILE, check_architecture, read_meta
 from wiseft_lab.models.interop import is_open_clip_source
 from wiseft_lab.runlock import RunLock
+from wiseft_lab.sweeps.jobs import COMPLETED
 from wiseft_lab.training.loop import find_interrupted_run, latest_checkpoint_dir, record_resumed_from
 
 log = logging.getLogger(__name__)
@@ -55,8 +58,32 @@ class ResumePlan:
     in_place: bool
 
 
-def _finished(run_dir: Path) -> bool:
+def _finished(run_dir: Path, job: Mapping[str, Any] | None) -> bool:
+    """Whether the run completed: its ``job.json`` (``job``, read before this job replaced it) says so; a run
+    without one (older versions) when its fine-tuned checkpoint is there."""
+    if job is not None:
+        return job.get("status") == COMPLETED
     return (run_dir / CHECKPOINTS / "finetuned" / META_FILE).is_file()
+
+
+def continues_in_place(cfg: DictConfig, run_dir: Path) -> bool:
+    """Whether ``resume`` would continue this run dir's own checkpoints (what :func:`plan_resume` plans in place)."""
+    resume = cfg.get("resume")
+    if resume in (None, False, "false"):
+        return False
+    if resume in (True, "true"):
+        return latest_checkpoint_dir(run_dir / CHECKPOINTS) is not None
+    source = Path(str(resume))
+    source = source.parent if source.name == CHECKPOINTS else source
+    return source.resolve() == run_dir.resolve()
+
+
+def refuse_finished_in_place(cfg: DictConfig, run_dir: Path, job: Mapping[str, Any] | None) -> None:
+    """Refuse to continue a finished run in its own dir; called before the job writes anything there (its
+    ``job.json`` and ``error.log`` included), with ``job`` the record the run left."""
+    if continues_in_place(cfg, run_dir) and _finished(run_dir, job):
+        raise ConfigError(f"resume: {run_dir} holds a finished run, which is never modified. Continue it in a "
+                          f"new run dir: resume={run_dir} (e.g. more epochs, with resume_allow=[finetune.epochs]).")
 
 
 def plan_resume(cfg: DictConfig, run_dir: Path, multirun: bool) -> ResumePlan | None:
@@ -86,9 +113,7 @@ def plan_resume(cfg: DictConfig, run_dir: Path, multirun: bool) -> ResumePlan | 
 
 
 def _in_place(run_dir: Path, epoch_dir: Path) -> ResumePlan:
-    if _finished(run_dir):
-        raise ConfigError(f"resume: {run_dir} holds a finished run, which is never modified. Continue it in a "
-                          f"new run dir: resume={run_dir} (e.g. more epochs, with resume_allow=[finetune.epochs]).")
+    """Continue this run dir's own epoch (a finished run was refused before the job started: run.py)."""
     return ResumePlan(run_dir, epoch_dir, in_place=True)
 
 

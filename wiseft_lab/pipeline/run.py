@@ -44,7 +44,7 @@ from wiseft_lab.pipeline.context import (
 from wiseft_lab.pipeline.deprecations import apply_deprecations
 from wiseft_lab.pipeline.evaluate import check_classes, evaluate
 from wiseft_lab.pipeline.finetune import TRAINABLE_REPORT, describe, endpoints, finetune
-from wiseft_lab.pipeline.guards import preflight
+from wiseft_lab.pipeline.guards import preflight, refuse_finished_in_place
 from wiseft_lab.pipeline.merge import merge
 from wiseft_lab.pipeline.ranks import stage_done, start_rank
 from wiseft_lab.pipeline.report import report
@@ -247,13 +247,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return {"run_dir": run_dir, "skipped": True, "wandb": None, "wandb_url": None}
     lock = RunLock(run_dir)
     rank0 = distributed.world_from_env().is_main  # the other ranks of a job share rank 0's dir (and its lock)
+    earlier = None
     try:
         if rank0:
             lock.acquire()  # a second job into this dir stops here, before it writes anything into it
-    except RunLockedError as err:
+            earlier = read_job(run_dir)  # before start_job replaces it: a requeued job continues
+            refuse_finished_in_place(cfg, run_dir, earlier)  # so does a resume in place of a finished run
+    except (RunLockedError, ConfigError) as err:
+        lock.release()
         log.error("Run refused: %s", err)
         raise
-    earlier = read_job(run_dir) if rank0 else None  # before start_job replaces it: a requeued job continues
     job = start_job(run_dir) if rank0 else {"started": time.time()}
     seed_everything(int(cfg.seed))
     verbose = is_verbose(cfg)
