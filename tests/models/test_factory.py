@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import huggingface_hub.constants
 import open_clip
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from wiseft_lab.models.factory import create_clip, is_torchscript
+from wiseft_lab.errors import UserFacingError
+from wiseft_lab.models.factory import WeightsUnavailableError, create_clip, is_torchscript
 
 
 def test_custom_architectures_are_registered():
@@ -34,6 +37,27 @@ def test_clear_errors(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(RuntimeError, match=r"model.pretrained=/path/to/open_clip_model.safetensors"):
         create_clip("ViT-B-32", "openai")
+
+
+def test_a_directory_means_its_open_clip_weights_file_or_is_refused(tmp_path):
+    source = create_clip("wiseft-tiny-vit").model
+    export = tmp_path / "exported"
+    export.mkdir()
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, export / "open_clip_model.safetensors")
+    bundle = create_clip("wiseft-tiny-vit", str(export))  # a wiseft-lab-export directory
+    assert bundle.pretrained == str(export / "open_clip_model.safetensors")
+    assert torch.equal(bundle.model.visual.conv1.weight, source.visual.conv1.weight)
+    (tmp_path / "checkpoint").mkdir()
+    with pytest.raises(FileNotFoundError, match="is a directory without open_clip_model.safetensors"):
+        create_clip("wiseft-tiny-vit", str(tmp_path / "checkpoint"))
+
+
+def test_an_unknown_tag_is_one_message(caplog):
+    """Refused before open_clip logs an ERROR line of its own: the console shows one message per failure."""
+    with pytest.raises(WeightsUnavailableError, match="not a tag open_clip knows") as raised:
+        create_clip("wiseft-tiny-vit", "laion2b_nope")
+    assert isinstance(raised.value, UserFacingError)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated, but it is how OpenAI ships CLIP

@@ -117,6 +117,21 @@ def test_export_refuses_when_the_text_tower_is_unavailable(finetuned, tmp_path, 
     assert (tmp_path / "out3/open_clip_model.safetensors").is_file()
 
 
+def test_the_text_tower_can_come_from_an_export_directory_not_a_checkpoint_directory(finetuned, tmp_path, capsys):
+    checkpoint, zeroshot_weights, _, _ = finetuned
+    meta = read_meta(checkpoint)
+    moved = tmp_path / "moved"
+    save_checkpoint(moved, load_state_dict(checkpoint), meta.replace(pretrained=str(tmp_path / "gone.safetensors")))
+    export_open_clip(checkpoint, tmp_path / "first")  # an export directory holds the full CLIP
+    assert export_main([str(moved), str(tmp_path / "out"), "--text-from", str(tmp_path / "first")]) == 0
+    again = load_file(tmp_path / "out/open_clip_model.safetensors")
+    first = load_file(tmp_path / "first/open_clip_model.safetensors")
+    assert set(again) == set(first) and all(torch.equal(again[k], first[k]) for k in first)
+    # a wiseft-lab checkpoint directory (no text tower in it) is refused with a message, not a traceback
+    assert export_main([str(moved), str(tmp_path / "out2"), "--text-from", str(checkpoint)]) == 2
+    assert "is a directory without open_clip_model.safetensors" in capsys.readouterr().err
+
+
 def test_export_then_import_gives_the_same_classifier_state(finetuned, tmp_path):
     checkpoint, zeroshot_weights, zeroshot_head, _ = finetuned
     export_open_clip(checkpoint, tmp_path / "out")

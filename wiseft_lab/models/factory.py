@@ -14,6 +14,7 @@ from typing import Any
 
 import open_clip
 import torch
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME as OPEN_CLIP_WEIGHTS
 
 from wiseft_lab.errors import UserFacingError
 from wiseft_lab.models.hub import HubAccess, HubFilesUnavailableError, hub_offline_mode, pretrained_download
@@ -65,13 +66,20 @@ def register_architectures() -> None:
 def resolve_pretrained(pretrained: str | None) -> str | None:
     """Map the config value to what open_clip expects: None, a tag, or an existing local path.
 
-    `demo` names the embedded demo checkpoint; `none`/`random`/empty mean random weights.
+    `demo` names the embedded demo checkpoint; `none`/`random`/empty mean random weights. A directory holding
+    ``open_clip_model.safetensors`` (a ``wiseft-lab-export`` directory, an open_clip HF snapshot) means that file.
     """
     if pretrained is None or str(pretrained).lower() in {"", "none", "null", "random"}:
         return None
     if pretrained == "demo":
         return str(DEMO_CHECKPOINT)
     path = Path(str(pretrained)).expanduser()
+    if path.is_dir():
+        if (path / OPEN_CLIP_WEIGHTS).is_file():
+            return str(path / OPEN_CLIP_WEIGHTS)
+        raise FileNotFoundError(
+            f"model.pretrained={pretrained!r} is a directory without {OPEN_CLIP_WEIGHTS}: pass a weights file or an "
+            f"open_clip tag (a wiseft-lab checkpoint directory goes to checkpoints.zeroshot / checkpoints.finetuned).")
     if path.exists():
         return str(path)
     looks_like_path = any(sep in str(pretrained) for sep in ("/", "\\")) or path.suffix in {
@@ -141,6 +149,9 @@ def create_clip(
         )
     require_transformers(arch, tokenizer=load_tokenizer)
     weights = resolve_pretrained(pretrained)
+    if weights is not None and not Path(weights).exists() and not open_clip.get_pretrained_cfg(arch, weights):
+        # open_clip would log an ERROR line of its own before raising: one message instead
+        raise weights_unavailable(weights, arch, "not a file, and not a tag open_clip knows for this architecture")
     torchscript = weights is not None and is_torchscript(weights)
     hub = HubAccess()
     offline = hub_must_be_offline(arch, None if torchscript else weights, cache_dir, hub)
