@@ -64,3 +64,25 @@ def test_the_cli_makes_a_table_without_a_paper(tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     assert "groups differ in optimizer.lr" in capsys.readouterr().out
     assert (tmp_path / "report" / "runs.csv").read_text().startswith("group,model,runs,seeds")
+
+
+def test_runs_without_a_config_are_pooled_and_the_table_says_so():
+    bare = [Run(path=Path(f"out/{i}/results.jsonl"), rows=_run(1e-4, i, 0.5 + i / 10).rows, seed=i) for i in (0, 1)]
+    text, rows = runs_table([*bare, _run(3e-4, 0, 0.9)])
+    assert "| (no config.yaml) | finetuned | 55.0 ± 7.1 (2) |" in text
+    assert "2 runs have no config.yaml: they are pooled without knowing whether they differ" in text
+    assert [r["runs"] for r in rows if r["group"] == "(no config.yaml)"] == [2, 2, 2]
+
+
+def test_a_paper_table_that_pools_runs_differing_in_more_than_the_seed_says_so(tmp_path):
+    from wiseft_lab.reporting.paper.build import build_report
+    from wiseft_lab.reporting.paper.published import get_table
+    from wiseft_lab.reporting.paper.runs import find_results, load_run
+
+    sets = ["imagenet", "imagenet_v2", "imagenet_r", "imagenet_sketch", "objectnet", "imagenet_a"]
+    for lr in ("1e-4", "3e-4"):
+        run = tmp_path / lr
+        atomic_write_text(run / "config.yaml", f"seed: 0\nfinetune:\n  method: e2e\noptimizer:\n  lr: {lr}\n")
+        write_jsonl(run / "results.jsonl", [{"model": "finetuned", "alpha": 1.0, **{f"{s}/top1": 0.8 for s in sets}}])
+    built = build_report(get_table("wiseft_table1_e2e"), [load_run(p) for p in find_results([tmp_path])], {}, None)
+    assert any("differ in more than the seed: optimizer.lr (0.0001, 0.0003)" in n for n in built.notes), built.notes

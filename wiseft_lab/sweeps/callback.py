@@ -105,11 +105,13 @@ class SweepCallback(Callback):
 
     @staticmethod
     def _log(config: DictConfig, sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
-        """The table as one W&B run in the sweep's group (job type ``sweep``), beside the jobs' own runs."""
+        """The table as one W&B run in the sweep's group (job type ``sweep``), beside the jobs' own runs: the group
+        its jobs log to (:func:`~wiseft_lab.reporting.wandb_names.group_name`), not the bare directory name."""
         from wiseft_lab.reporting.loggers import create_logger
+        from wiseft_lab.reporting.wandb_names import group_name
 
         record = {"sweep_dir": str(sweep_dir), "overrides": OmegaConf.to_container(config.hydra.overrides.task)}
-        logger = create_logger(config.get("logger"), sweep_dir, record, group=sweep_dir.name,
+        logger = create_logger(config.get("logger"), sweep_dir, record, group=group_name(sweep_dir),
                                name=f"{config.task_name}-{sweep_dir.name}-sweep", job_type="sweep")
         try:
             logger.log_table("sweep", rows)
