@@ -21,3 +21,8 @@ def test_a_readme_python_block_runs(index, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(BLOCKS[index], f"README.md python block {index + 1}", "exec"), {"__name__": "__readme__"})
     assert capsys.readouterr().out  # the block prints what it computed
+
+
+def test_what_a_run_writes_names_the_digest_and_the_lock():
+    section = (ROOT / "README.md").read_text().split("## What a run writes", 1)[1].split("\n## ", 1)[0]
+    assert "`sha256`" in section and "checkpoints.verify=false" in section and "`run.lock`" in section
