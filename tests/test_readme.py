@@ -52,3 +52,8 @@ def test_the_architecture_section_names_every_module_and_no_other():
     files = {p.name for p in (ROOT / "wiseft_lab").rglob("*.py")}
     assert sorted(set(re.findall(r"(?<![\w.])(\w+\.py)\b", section)) - files) == []
     assert unnamed_modules(section.replace("ranks.py", "")) == ["pipeline/ranks.py"]  # the check can fail
+
+
+def test_what_a_run_writes_names_the_digest_and_the_lock():
+    section = (ROOT / "README.md").read_text().split("## What a run writes", 1)[1].split("\n## ", 1)[0]
+    assert "`sha256`" in section and "checkpoints.verify=false" in section and "`run.lock`" in section
