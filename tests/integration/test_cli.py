@@ -202,6 +202,22 @@ def test_a_finished_run_resumed_in_place_is_refused_untouched_and_a_stopped_one_
     assert json.loads((done / "job.json").read_text())["status"] == "completed"
 
 
+def test_checkpoints_of_two_architectures_fail_in_one_line_before_anything_is_evaluated(tmp_path):
+    for name, arch in (("zs", "wiseft-tiny-vit"), ("ft", "ViT-B-32")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"never read")
+        (tmp_path / name / "meta.json").write_text(json.dumps({"arch": arch, "classnames": ["a"], "templates": ["{}"]}))
+    proc = run_cli("smoke=tiny", "logger=none", "stages=[merge,evaluate]", f"checkpoints.zeroshot={tmp_path / 'zs'}",
+                   f"checkpoints.finetuned={tmp_path / 'ft'}", "hydra.run.dir=outputs/demo/runs/mixed", cwd=tmp_path,
+                   check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out and "load_state_dict" not in out
+    assert f"checkpoints.finetuned={tmp_path / 'ft'} is a ViT-B-32 checkpoint, but this run's model is " \
+           "wiseft-tiny-vit" in out
+    run_dir = tmp_path / "outputs/demo/runs/mixed"
+    assert not any((run_dir / name).exists() for name in ("results.jsonl", "checkpoints", "summary.md"))
+
+
 def test_own_image_folders_from_the_readme(tmp_path):
     """The README's "your own data" recipe: data=folder + eval=folder on a generated class-folder tree."""
     from PIL import Image
