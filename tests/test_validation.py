@@ -38,6 +38,7 @@ def test_every_preset_is_valid(preset, size):
     ("data.holdout_fraction=1.0", "data.holdout_fraction=1.0: must be a number >= 0 and < 1"),
     ("data.shots=0", "data.shots=0: must be an integer >= 1 (or null)"),
     ("precision=fp16", "precision='fp16': must be one of auto, bf16, fp32"),
+    ("threads=0", "threads=0: must be an integer >= 1 (or null)"),
     ("data.num_workers=-1", "data.num_workers=-1: must be an integer >= 0, or auto"),
     ("data.num_workers=many", "data.num_workers='many': must be an integer >= 0, or auto"),
     ("merge.alphas=[0,1.5]", "merge.alphas=[0, 1.5]: must be a list, each item a number >= 0 and <= 1 "

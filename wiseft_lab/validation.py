@@ -99,6 +99,7 @@ def alphas(key: str) -> Rule:
 RULES: tuple[Rule, ...] = (
     Rule("seed", integer=True),
     Rule("precision", choices=("auto", "bf16", "fp32")),
+    at_least("threads", 1, nullable=True),
     # fine-tuning (keys of methods that do not have them are skipped)
     at_least("finetune.epochs", 1),
     at_least("finetune.batch_size", 1),

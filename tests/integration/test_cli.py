@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("smoke")
-    run_cli("smoke=tiny", "merge.alphas=[0,0.5,1]", cwd=base)
+    run_cli("smoke=tiny", "merge.alphas=[0,0.5,1]", "threads=1", cwd=base)
     return only_run_dir(base)
 
 
@@ -36,6 +36,7 @@ def test_run_dir_is_complete_and_self_describing(smoke_run):
         assert (smoke_run / name).is_file(), name
     info = json.loads((smoke_run / "run_info.json").read_text())
     assert info["seed"] == 0 and info["versions"]["torch"] and "commit" in info["git"]
+    assert info["threads"] == 1  # threads=1 capped torch's threads, and the run dir says so
     rows = [json.loads(line) for line in (smoke_run / "results.jsonl").read_text().splitlines()]
     assert [(r["model"], r["alpha"]) for r in rows] == [
         ("zeroshot", 0.0), ("finetuned", 1.0), ("wiseft", 0.0), ("wiseft", 0.5), ("wiseft", 1.0)]

@@ -87,6 +87,18 @@ def resolve_workers(value: int | str, key: str) -> int:
     return value
 
 
+def apply_threads(value: int | None) -> int:
+    """Cap torch's CPU threads at ``value`` (None: keep torch's choice) and return the count the job runs with.
+
+    Why: torch starts as many threads as there are cores in every process; jobs that share a machine without a cap
+    (submitit's local executor starts them all at once) oversubscribe the cores: a 2-job sweep on 2 cores took 89 s,
+    41 s with one thread each (``experiments/bench_launchers.py``).
+    """
+    if value is not None:
+        torch.set_num_threads(value)
+    return torch.get_num_threads()
+
+
 def hydra_choice(group: str) -> str | None:
     """The option chosen for a config group (``data``: ``dtd``), when running under Hydra."""
     return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None

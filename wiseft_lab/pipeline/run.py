@@ -34,6 +34,7 @@ from wiseft_lab.models.checkpoint import verification
 from wiseft_lab.pipeline.context import (
     CHECKPOINTS,
     RunContext,
+    apply_threads,
     available_cores,
     hydra_choice,
     resolve_device,
@@ -282,14 +283,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         precision = resolve_precision(cfg.precision, device)
         workers = (resolve_workers(cfg.data.num_workers, "data.num_workers"),
                    resolve_workers(cfg.eval.num_workers, "eval.num_workers"))
-        log.info("Device %s, precision %s (precision=%s), DataLoader workers: data %d, eval %d (of %d cores)",
-                 device, precision, cfg.precision, *workers, available_cores())
+        threads = apply_threads(cfg.get("threads"))
+        log.info("Device %s, precision %s (precision=%s), DataLoader workers: data %d, eval %d, torch threads %d "
+                 "(of %d cores)", device, precision, cfg.precision, *workers, threads, available_cores())
         resume, source_lock = preflight(cfg, run_dir, precision, multirun=sweep_group() is not None,
                                         lock=world.is_main)
         info = write_run_info(run_dir, OmegaConf.to_yaml(cfg, resolve=True), int(cfg.seed),
                               {"run_dir": str(run_dir), "stages": list(cfg.stages), "device": str(device),
                                "precision": precision, "workers": {"data": workers[0], "eval": workers[1]},
-                               **world_info})
+                               "threads": threads, **world_info})
         config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision,
                   "resolved_workers": {"data": workers[0], "eval": workers[1]}, "versions": info["versions"]}
         logger = create_logger(cfg.get("logger") if world.is_main else None, run_dir, config, verbose=verbose,
