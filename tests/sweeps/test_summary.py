@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from wiseft_lab.io import write_json, write_jsonl
 from wiseft_lab.models.checkpoint import CheckpointMeta, save_checkpoint
-from wiseft_lab.sweeps.callback import eta_seconds, planned_jobs, progress_line
+from wiseft_lab.sweeps.callback import SWEEP_FILE, SweepCallback, eta_seconds, planned_jobs, progress_line
 from wiseft_lab.sweeps.jobs import JOB_FILE, JobOutcome, failure_reason, finish_job, start_job
 from wiseft_lab.sweeps.summary import best_job, differing, scores, sweep_markdown, sweep_rows
 
@@ -48,6 +49,17 @@ def test_eta_is_the_pace_of_this_invocation():
                {"status": "running", "finished": None}, {"status": "completed", "finished": 50.0}]
     assert progress_line(4, 6, records, started=100.0, now=200.0) == "job 5/6: 3 done (1 failed), ETA 2m30s"
     assert progress_line(0, None, [], started=0.0, now=1.0) == "job 1/?: 0 done"
+
+
+def test_a_resumed_job_that_failed_before_is_not_counted_done_when_it_starts_again(tmp_path, caplog):
+    for num, err in enumerate([RuntimeError("diverged"), None, None]):
+        finish_job(tmp_path / str(num), start_job(tmp_path / str(num)), err)
+    write_json(tmp_path / SWEEP_FILE, {"planned": 3, "started": 0.0})
+    config = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(tmp_path)}, "job": {"num": 0},
+                                         "runtime": {"output_dir": str(tmp_path / "0")}}})
+    with caplog.at_level("INFO", logger="wiseft_lab.sweeps.callback"):
+        SweepCallback(wandb=False).on_job_start(config)
+    assert caplog.messages[-1].startswith("job 1/3: 2 done,")  # jobs 1 and 2; job 0 runs again, not "1 failed"
 
 
 def test_planned_jobs_expand_the_grid_with_command_line_over_preset_params():

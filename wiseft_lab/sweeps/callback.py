@@ -86,7 +86,9 @@ class SweepCallback(Callback):
             return
         sweep_dir = Path(config.hydra.sweep.dir)
         info = read_json(sweep_dir / SWEEP_FILE) if (sweep_dir / SWEEP_FILE).is_file() else {}
-        records = [r for r in map(read_job, job_dirs(sweep_dir)) if r is not None]
+        # this job's own record (a resumed sweep's failed or interrupted job, about to run again) is not "done"
+        own = Path(config.hydra.runtime.output_dir).resolve()
+        records = [r for r in (read_job(d) for d in job_dirs(sweep_dir) if d.resolve() != own) if r is not None]
         log.info(progress_line(int(config.hydra.job.num), info.get("planned"), records,
                                info.get("started", time.time()), time.time()))
 
