@@ -29,6 +29,7 @@ def test_a_sweeps_runs_are_named_tagged_and_grouped_by_what_varies(tmp_path):
     assert "seed=1" in infos[1]["tags"] and "finetune=e2e" in infos[1]["tags"]
     config = infos[0]["config"]
     assert config["resolved_precision"] in ("bf16", "fp32") and config["versions"]["torch"]
+    assert config["resolved_threads"] >= 1  # the thread count the job ran with, beside the config's threads: null
     models = [a for a in artifacts(wandb_file(sweep / "0")) if a["type"] == "model"]
     assert sorted(a["name"] for a in models) == [f"finetuned-{infos[0]['id']}", f"zeroshot-{infos[0]['id']}"]
     assert {row["train/epoch"] for row in history_rows(wandb_file(sweep / "0")) if "train/epoch" in row} == {1}

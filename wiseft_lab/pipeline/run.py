@@ -293,7 +293,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                "precision": precision, "workers": {"data": workers[0], "eval": workers[1]},
                                "threads": threads, **world_info})
         config = {**OmegaConf.to_container(cfg, resolve=True), "resolved_precision": precision,
-                  "resolved_workers": {"data": workers[0], "eval": workers[1]}, "versions": info["versions"]}
+                  "resolved_workers": {"data": workers[0], "eval": workers[1]}, "resolved_threads": threads,
+                  "versions": info["versions"]}
         logger = create_logger(cfg.get("logger") if world.is_main else None, run_dir, config, verbose=verbose,
                                run_id=resumed_wandb_id(cfg.resume, run_dir), **logger_fields(cfg, run_dir))
         with verification(cfg.checkpoints.get("verify", True)):
