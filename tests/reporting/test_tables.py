@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from wiseft_lab.reporting.tables import result_row, score, score_key, summary_markdown, summary_metrics
+from wiseft_lab.evaluation.suite import score_key
+from wiseft_lab.reporting.tables import result_row, score, summary_markdown, summary_metrics
 
 
 def test_summary_keeps_endpoints_and_picks_the_best_alpha_by_shift_average():

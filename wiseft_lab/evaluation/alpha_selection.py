@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT
+from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT, score_key
 
 Row = Mapping[str, Any]
 Rule = Callable[[Sequence[Row]], Row]
@@ -131,11 +131,6 @@ def default_rules(tolerance: float = 0.005) -> dict[str, Rule]:
             "one_standard_error": one_standard_error, "min_holdout_nll": min_holdout_loss}
 
 
-def primary_key(row: Row, column: str) -> str | None:
-    """The key of ``column``'s primary score in a result row: its first ``<column>/<metric>`` key (None: absent)."""
-    return next((k for k in row if k.startswith(f"{column}/")), None)
-
-
 def compare_rules(rows: Sequence[Row], rules: Mapping[str, Rule] | None = None, *, model: str | None = "wiseft",
                   reference: str | None = None, metric: str | None = None) -> list[dict[str, Any]]:
     """One record per rule: the alpha it picks, that row's held-out / reference / shift scores, and its cost on
@@ -146,9 +141,9 @@ def compare_rules(rows: Sequence[Row], rules: Mapping[str, Rule] | None = None, 
     (``avg_shifts/top1``, or e.g. ``avg_shifts/macro_f1`` for a suite scored by other metrics). The reference
     column is the reference set's primary score."""
     sweep = sweep_rows(rows, model)
-    metric = metric or primary_key(sweep[0], AVG_SHIFTS) or SHIFTS_TOP1
+    metric = metric or score_key(sweep[0], AVG_SHIFTS) or SHIFTS_TOP1
     best = oracle(sweep, metric)
-    reference_key = (primary_key(sweep[0], reference) or f"{reference}/top1") if reference else None
+    reference_key = (score_key(sweep[0], reference) or f"{reference}/top1") if reference else None
     columns = [HOLDOUT_TOP1, *([reference_key] if reference_key else []), metric]
 
     def record(name: str, row: Row) -> dict[str, Any]:

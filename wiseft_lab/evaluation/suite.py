@@ -36,6 +36,13 @@ HOLDOUT = "holdout"  # the held-out split a run scores itself on (soups sort and
 MIXED = "primary"   # the avg_shifts metric name when the shifts are scored by different metrics
 
 
+def score_key(row: Mapping[str, object], column: str) -> str | None:
+    """The key of ``column``'s primary score in a result row: its first ``<column>/<metric>`` key (None: absent).
+    Rows list a set's primary metric first, so reports and alpha selection read the same score."""
+    prefix = f"{column}/"
+    return next((k for k in row if k.startswith(prefix)), None)
+
+
 @dataclass
 class EvalSuite:
     """Named eval sets; ``reference`` is the in-distribution one, every other set is a shift."""

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wiseft_lab.evaluation.suite import AVG_SHIFTS
+from wiseft_lab.evaluation.suite import AVG_SHIFTS, score_key
 from wiseft_lab.io import union_columns
-from wiseft_lab.reporting.tables import score_key, scores
+from wiseft_lab.reporting.tables import scores
 
 log = logging.getLogger(__name__)
 

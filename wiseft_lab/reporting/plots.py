@@ -12,9 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from wiseft_lab.evaluation.calibration import TS_SUFFIX  # noqa: E402
-from wiseft_lab.evaluation.suite import AVG_SHIFTS  # noqa: E402
+from wiseft_lab.evaluation.suite import AVG_SHIFTS, score_key  # noqa: E402
 from wiseft_lab.io import atomic_write_bytes  # noqa: E402
-from wiseft_lab.reporting.tables import Row, score_key  # noqa: E402
+from wiseft_lab.reporting.tables import Row  # noqa: E402
 
 FIGURE_FORMATS = ("png", "pdf")  # PNG to look at, PDF (vector) for papers
 PNG_DPI = 200

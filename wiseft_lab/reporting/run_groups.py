@@ -18,10 +18,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from wiseft_lab.evaluation.suite import AVG_SHIFTS
+from wiseft_lab.evaluation.suite import AVG_SHIFTS, score_key
 from wiseft_lab.reporting.paper.cells import Cell
 from wiseft_lab.reporting.paper.runs import Run, set_names
-from wiseft_lab.reporting.tables import column_label, markdown_table, metric_name, score, score_key
+from wiseft_lab.reporting.tables import column_label, markdown_table, metric_name, score
 
 # Keys whose differences do not make runs different experiments (prefixes of dotted keys).
 NOT_COMPARED = ("seed", "resume", "paths", "checkpoints", "logger", "data.num_workers", "eval.num_workers",

@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT  # noqa: E402
+from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT, score_key  # noqa: E402
 from wiseft_lab.io import atomic_write_text, read_json, write_csv  # noqa: E402
 from wiseft_lab.merging.soups import PAIR_MODEL  # noqa: E402
 from wiseft_lab.reporting.plots import axis_metric, label_alphas, save_figure  # noqa: E402
@@ -25,7 +25,6 @@ from wiseft_lab.reporting.tables import (  # noqa: E402
     markdown_table,
     percent_cell,
     score,
-    score_key,
     score_note,
 )
 from wiseft_lab.weight_space.landscape import interpolation_advantage  # noqa: E402

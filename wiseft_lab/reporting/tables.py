@@ -9,7 +9,7 @@ from typing import Any
 from wiseft_lab.evaluation.alpha_selection import SELECTION_MODEL
 from wiseft_lab.evaluation.calibration import CALIBRATION_METRICS, TS_SUFFIX
 from wiseft_lab.evaluation.holdout import TEMPERATURE
-from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT
+from wiseft_lab.evaluation.suite import AVG_SHIFTS, HOLDOUT, score_key
 
 Row = Mapping[str, Any]
 DECIMALS = 1  # every accuracy table (summary.md, soups.md) shows top-1 in % with this many decimals
@@ -40,12 +40,6 @@ def result_row(model: str, alpha: float | None, metrics: Mapping[str, float], **
 def scores(row: Row) -> dict[str, Any]:
     """Every ``<column>/<metric>`` of ``row`` (the averages included, the ``n/<set>`` sizes not)."""
     return {k: v for k, v in row.items() if "/" in k and not k.startswith("n/")}
-
-
-def score_key(row: Row, column: str) -> str | None:
-    """The key of ``column``'s primary score in ``row``: its first ``<column>/<metric>`` key (None: absent)."""
-    prefix = f"{column}/"
-    return next((k for k in row if k.startswith(prefix)), None)
 
 
 def score(row: Row, column: str) -> float | None:
