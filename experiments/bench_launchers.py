@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 try:
     from hydra.experimental.callback import Callback
@@ -49,17 +49,26 @@ HERE = Path(__file__).resolve().parent
 JOB = ["experiment=demo", "data.n_per_class=100", "finetune.epochs=2", "merge.alphas=[0,0.5,1]",
        "logger.mode=disabled"]
 SWEEP = ["optimizer.lr=1e-3,2e-3"]
-# name -> (launcher override or None, DataLoader workers, forced start method or None, threads or None)
-ROWS: dict[str, tuple[str | None, int, str | None, int | None]] = {
-    "basic-w0": (None, 0, None, None),
-    "basic-w2": (None, 2, None, None),
-    "joblib-w0": ("hydra/launcher=joblib", 0, None, None),
-    "joblib-w2-fork": ("hydra/launcher=joblib", 2, None, None),
-    "submitit_local-w0": ("hydra/launcher=submitit_local", 0, None, None),
-    "submitit_local-w2": ("hydra/launcher=submitit_local", 2, None, None),
-    "submitit_local-w0-threads1": ("hydra/launcher=submitit_local", 0, None, 1),
-    "joblib-w2-forkserver": ("hydra/launcher=joblib", 2, "forkserver", None),
-    "joblib-w2-spawn": ("hydra/launcher=joblib", 2, "spawn", None),
+JOBLIB, SUBMITIT_LOCAL = "hydra/launcher=joblib", "hydra/launcher=submitit_local"
+
+
+class Setting(NamedTuple):
+    launcher: str | None        # the launcher override (None: Hydra's basic launcher)
+    workers: int                # data.num_workers = eval.num_workers
+    method: str | None = None   # the job process's start method, forced (None: the launcher's own)
+    threads: int | None = None  # the run's ``threads`` (None: torch's choice)
+
+
+ROWS: dict[str, Setting] = {
+    "basic-w0": Setting(None, 0),
+    "basic-w2": Setting(None, 2),
+    "joblib-w0": Setting(JOBLIB, 0),
+    "joblib-w2-fork": Setting(JOBLIB, 2),
+    "submitit_local-w0": Setting(SUBMITIT_LOCAL, 0),
+    "submitit_local-w2": Setting(SUBMITIT_LOCAL, 2),
+    "submitit_local-w0-threads1": Setting(SUBMITIT_LOCAL, 0, threads=1),
+    "joblib-w2-forkserver": Setting(JOBLIB, 2, method="forkserver"),
+    "joblib-w2-spawn": Setting(JOBLIB, 2, method="spawn"),
 }
 
 
@@ -74,30 +83,30 @@ class ForceStartMethod(Callback):
         multiprocessing.set_start_method(self.method, force=True)
 
 
-def command(launcher: str | None, workers: int, method: str | None, threads: int | None, sweep_dir: Path) -> list[str]:
-    args = [sys.executable, "-m", "wiseft_lab", "-m", *JOB, *SWEEP, f"data.num_workers={workers}",
-            f"eval.num_workers={workers}", f"hydra.sweep.dir={sweep_dir}"]
-    if launcher:
-        args.append(launcher)
-    if threads:
-        args.append(f"threads={threads}")
-    if method:
+def command(setting: Setting, sweep_dir: Path) -> list[str]:
+    args = [sys.executable, "-m", "wiseft_lab", "-m", *JOB, *SWEEP, f"data.num_workers={setting.workers}",
+            f"eval.num_workers={setting.workers}", f"hydra.sweep.dir={sweep_dir}"]
+    if setting.launcher:
+        args.append(setting.launcher)
+    if setting.threads:
+        args.append(f"threads={setting.threads}")
+    if setting.method:
         args += ["+hydra.callbacks.start_method._target_=bench_launchers.ForceStartMethod",
-                 f"+hydra.callbacks.start_method.method={method}"]
+                 f"+hydra.callbacks.start_method.method={setting.method}"]
     return args
 
 
-def started_method(launcher: str | None, workers: int, method: str | None) -> str:
+def started_method(setting: Setting) -> str:
     """The start method the jobs' DataLoader workers use."""
-    if workers == 0:
+    if setting.workers == 0:
         return "-"
-    if method:
-        return method
-    return "fork (worker_context)" if launcher == "hydra/launcher=joblib" else multiprocessing.get_start_method()
+    if setting.method:
+        return setting.method
+    return "fork (worker_context)" if setting.launcher == JOBLIB else multiprocessing.get_start_method()
 
 
 def run_row(name: str, base: Path, timeout: float) -> dict[str, Any]:
-    launcher, workers, method, threads = ROWS[name]
+    setting = ROWS[name]
     cwd = base / name
     cwd.mkdir(parents=True)
     sweep_dir = cwd / "sweep"
@@ -107,7 +116,7 @@ def run_row(name: str, base: Path, timeout: float) -> dict[str, Any]:
     start = time.perf_counter()
     with (cwd / "console.log").open("w") as out:
         try:
-            args = command(launcher, workers, method, threads, sweep_dir)
+            args = command(setting, sweep_dir)
             returncode: int | str = subprocess.run(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                                    timeout=timeout).returncode
         except subprocess.TimeoutExpired:
@@ -116,9 +125,9 @@ def run_row(name: str, base: Path, timeout: float) -> dict[str, Any]:
     rows = list(csv.DictReader((sweep_dir / "sweep.csv").open())) if (sweep_dir / "sweep.csv").is_file() else []
     durations = [float(r["duration_s"]) for r in rows if r.get("duration_s")]
     console = (cwd / "console.log").read_text(errors="replace")
-    return {"row": name, "launcher": (launcher or "basic").split("=")[-1],
-            "start method": started_method(launcher, workers, method), "workers": workers,
-            "threads": threads or "-",
+    return {"row": name, "launcher": (setting.launcher or "basic").split("=")[-1],
+            "start method": started_method(setting), "workers": setting.workers,
+            "threads": setting.threads or "-",
             "jobs": f"{sum(r['status'] == 'completed' for r in rows)}/{len(SWEEP[0].split(','))}",
             "mean job s": f"{sum(durations) / len(durations):.1f}" if durations else "-",
             "wall s": f"{wall:.1f}", "exit": returncode,
@@ -132,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one multirun may take (default 3600)")
     args = parser.parse_args(argv)
     names = [n for n in ROWS if not args.only or args.only in n]
+    if not names:
+        parser.error(f"--only {args.only}: no row's name contains it; rows: {', '.join(ROWS)}")
     with tempfile.TemporaryDirectory(prefix="bench_launchers_") as tmp:
         base = Path(args.keep) if args.keep else Path(tmp)
         results = []
